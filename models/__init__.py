@@ -1,0 +1,6 @@
+"""Model definitions whose parameter names and shapes equal the official checkpoints, and their loading.
+
+Model classes build their layers through an ``operations`` namespace (``Linear``, ``Conv2d``, ``LayerNorm``,
+``GroupNorm``, ``Embedding``, ``RMSNorm``…) that defaults to :mod:`torch.nn`; ComfyUI passes
+``comfy.ops.manual_cast`` so its memory manager can cast and partially load weights.
+"""

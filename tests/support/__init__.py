@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: fixture discovery, tiny official-layout checkpoints, node schemas, workflows."""
