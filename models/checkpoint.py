@@ -1,6 +1,6 @@
 """Safe checkpoint reading, container unwrapping and strict loading with a readable report.
 
-Pickled files are read with ``torch.load(weights_only=True)``; the few non-tensor classes a family's release may
+Pickled files are read with ``torch.load(weights_only=True)``; the few harmless non-tensor classes the releases
 carry (MAR's ``argparse.Namespace``) are allowed only for the duration of that one load, through the
 ``torch.serialization.safe_globals`` context, never process-wide. Every failure is a :class:`CheckpointError`
 whose first line says what is wrong with which file. Loading is strict (cf. nanoGPT's checked ``from_pretrained``):
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .families import FAMILIES, CheckpointFamily, identify, is_state_dict
+from .families import FAMILIES, RELEASE_EXTRAS, CheckpointFamily, identify, is_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _read_pickle(path: Path, allowed_globals: Sequence[type]) -> object:
                 "weights-only load (nothing from the file was executed); if you trust it, convert it to .safetensors"
             ) from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(err)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as err:  # corrupt pickles
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({_first_line(err)}); it may be truncated or not a model file"
         ) from None
@@ -147,7 +147,7 @@ def load_checkpoint(
 ) -> dict[str, Tensor]:
     """Read ``path`` safely and return ``family_key``'s state dict from it (see :func:`unwrap_state_dict`)."""
     family = FAMILIES[family_key]
-    obj = read_checkpoint(path, allowed_globals=family.allowed_globals)
+    obj = read_checkpoint(path, allowed_globals=RELEASE_EXTRAS)
     return unwrap_state_dict(obj, family, source=str(path), container=container)
 
 

@@ -26,8 +26,11 @@ class CheckpointFamily:
     signature: tuple[str, ...]  # key prefixes that all occur in this family's state dicts and in no other's
     loader: str  # the node a user should load such a file with
     where_to_get: str  # official source of the release files
-    allowed_globals: tuple[type, ...] = ()  # non-tensor classes its pickles may carry (allowed only while loading)
 
+
+# Plain-data classes that official training checkpoints carry beside the weights (MAR saves its ``args``).
+# Allowed while reading any family's file, so a file given to the wrong loader still gets a family hint.
+RELEASE_EXTRAS: tuple[type, ...] = (argparse.Namespace,)
 
 FAMILIES: dict[str, CheckpointFamily] = {
     family.key: family
@@ -47,7 +50,6 @@ FAMILIES: dict[str, CheckpointFamily] = {
             signature=("diffloss.net.", "z_proj."),
             loader="FlowAR MAR Loader (models/mar)",
             where_to_get="LTH14/mar README: mar_base / mar_large / mar_huge checkpoint-last.pth",
-            allowed_globals=(argparse.Namespace,),
         ),
         CheckpointFamily(
             key="arpg",

@@ -1,0 +1,102 @@
+"""Validation of UI-format workflows against node definitions (ours, and core ComfyUI 0.8.0's).
+
+Conversion to the API format uses the shared converter (``../shared/tools/comfyui/ui_to_api.py``), a re-creation
+of the frontend's ``graphToPrompt``; on top of it every link is type-checked and every widget value is checked
+against its input's definition (type, range, choices), as ComfyUI's ``/prompt`` validation would.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .fixtures import REPO_ROOT
+from .schema import pack_object_info, socket_type
+
+COMFY_TOOLS = REPO_ROOT.parent / "shared" / "tools" / "comfyui"
+CORE_OBJECT_INFO = COMFY_TOOLS / "object_info_core_0.8.0.json"
+WORKFLOW_DIR = REPO_ROOT / "workflows"
+MANIFEST = REPO_ROOT / "tests" / "workflow_manifest.json"  # file name -> "runnable" | "validate-only"
+
+
+@lru_cache(maxsize=1)
+def converter() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("flowar_test_ui_to_api", COMFY_TOOLS / "ui_to_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@lru_cache(maxsize=1)
+def node_definitions() -> dict[str, dict[str, Any]]:
+    """Core ComfyUI 0.8.0 definitions plus the pack's (which ComfyUI would list the same way)."""
+    definitions = json.loads(CORE_OBJECT_INFO.read_text())
+    definitions.update(pack_object_info())
+    return definitions
+
+
+def _value_problem(name: str, spec: tuple, value: Any) -> str | None:
+    kind = socket_type(spec)
+    options = spec[1] if len(spec) > 1 else {}
+    if kind == "COMBO":
+        return None if value in spec[0] else f"{name}={value!r} is not one of its choices"
+    checks = {"INT": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "FLOAT": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "BOOLEAN": lambda v: isinstance(v, bool), "STRING": lambda v: isinstance(v, str)}
+    if kind not in checks:
+        return f"{name} needs a {kind} link, got the value {value!r}"
+    if not checks[kind](value):
+        return f"{name}={value!r} is not a {kind}"
+    if kind in ("INT", "FLOAT"):
+        if "min" in options and value < options["min"]:
+            return f"{name}={value} is below its minimum {options['min']}"
+        if "max" in options and value > options["max"]:
+            return f"{name}={value} is above its maximum {options['max']}"
+    return None
+
+
+def validate_workflow(workflow: dict, definitions: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Every problem that would stop the workflow from loading or queueing; empty when it is valid."""
+    definitions = definitions if definitions is not None else node_definitions()
+    ui_to_api = converter()
+    warnings: list[str] = []
+    try:
+        prompt = ui_to_api.ui_to_api(workflow, definitions, warnings)
+    except ValueError as err:  # UnsupportedWorkflow is a ValueError
+        return [str(err)]
+    problems = list(warnings)
+    for node_id, node in prompt.items():
+        info = definitions[node["class_type"]]
+        where = f"node {node_id} ({node['class_type']})"
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                if name not in node["inputs"]:
+                    if section == "required":
+                        problems.append(f"{where}: required input {name!r} is missing")
+                    continue
+                value = node["inputs"][name]
+                if isinstance(value, list):  # a link [source id, output slot]
+                    source = definitions[prompt[value[0]]["class_type"]]
+                    produced = source["output"][value[1]]
+                    wanted = socket_type(spec)
+                    if "*" not in (produced, wanted) and produced != wanted:
+                        problems.append(f"{where}: input {name!r} wants {wanted} but is linked to a {produced}")
+                    continue
+                if isinstance(value, dict) and "__value__" in value:
+                    value = value["__value__"]
+                problem = _value_problem(name, spec, value)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+    return problems
+
+
+def workflow_files() -> list[Path]:
+    return sorted(WORKFLOW_DIR.glob("*.json"))
+
+
+def manifest() -> dict[str, str]:
+    return json.loads(MANIFEST.read_text())
