@@ -13,7 +13,7 @@ from torch import Tensor
 
 
 class StaticKVCache:
-    """Keys and values laid out (B, L, H, D) along ``seq_dim`` (1 for (B, L, H, D), 2 for (B, H, L, D))."""
+    """Keys and values of up to ``max_len`` tokens, laid out (B, H, L, D) (``seq_dim=2``) or (B, L, H, D) (``seq_dim=1``)."""
 
     def __init__(
         self,
