@@ -8,7 +8,7 @@ The same weights serve every stage; the stage's resolution reaches the network t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 
 import torch
@@ -51,9 +51,6 @@ class PixelFlowConfig:
         if unknown:
             raise ValueError(f"unknown PixelFlow model parameters {unknown}")
         return cls(**params)
-
-    def to_params(self) -> dict:
-        return asdict(self)
 
 
 class EmbeddingMLP(nn.Module):
@@ -182,10 +179,6 @@ class PixelFlowModel(nn.Module):
         self.norm_out = ops.LayerNorm(width, eps=NORM_EPS, elementwise_affine=False, **factory)
         self.proj_out_1 = ops.Linear(width, 2 * width, **factory)
         self.proj_out_2 = ops.Linear(width, config.patch_size**2 * config.out_channels, **factory)
-
-    @property
-    def is_text_conditioned(self) -> bool:
-        return bool(self.config.cross_attention_dim)
 
     def conditioning(self, timestep: Tensor, latent_size: Tensor, class_labels: Tensor | None) -> Tensor:
         """``MLP_t(sinus(t)) (+ class row) + MLP_ls(sinus(G))`` -> (B, D)."""
