@@ -4,3 +4,7 @@ Model classes build their layers through an ``operations`` namespace (``Linear``
 ``GroupNorm``, ``Embedding``, ``RMSNorm``…) that defaults to :mod:`torch.nn`; ComfyUI passes
 ``comfy.ops.manual_cast`` so its memory manager can cast and partially load weights.
 """
+
+from types import ModuleType, SimpleNamespace
+
+Operations = ModuleType | SimpleNamespace  # torch.nn, comfy.ops.manual_cast, or any namespace of layer classes

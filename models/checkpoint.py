@@ -9,7 +9,6 @@ a silent partial load would turn a wrong file into noise images instead of an er
 
 from __future__ import annotations
 
-import logging
 import pickle
 import re
 import zipfile
@@ -20,8 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from .families import FAMILIES, RELEASE_EXTRAS, CheckpointFamily, identify, is_state_dict
-
-log = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")

@@ -9,7 +9,6 @@ The same weights serve every stage; the stage's resolution reaches the network t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType, SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +17,8 @@ from torch import Tensor, nn
 from ..kernels.attention import attention, padding_bias
 from ..kernels.embeddings import sinusoidal_embedding
 from ..kernels.rope import apply_pixelflow_rope
+from . import Operations
 
-Operations = ModuleType | SimpleNamespace
 SINUSOID_DIM = 256  # diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)
 NORM_EPS = 1e-6
 

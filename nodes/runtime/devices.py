@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from types import ModuleType, SimpleNamespace
-
 import torch
 
+from ...models import Operations
 from . import host
 
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
@@ -54,7 +53,7 @@ def choose_dtype(
     return torch.float32
 
 
-def layer_operations(weight_dtype: torch.dtype, device: torch.device) -> tuple[ModuleType | SimpleNamespace, torch.dtype]:
+def layer_operations(weight_dtype: torch.dtype, device: torch.device) -> tuple[Operations, torch.dtype]:
     """The ``operations`` namespace to build a model with, and the dtype to compute in.
 
     Inside ComfyUI: ``comfy.ops.manual_cast`` when weights must be cast to another compute dtype on ``device``,
