@@ -58,7 +58,7 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(
-            f"{path} is not a valid safetensors file ({_first_line(err)}); it may be truncated: download it again"
+            f"{path} is not a valid safetensors file ({first_line(err)}); it may be truncated: download it again"
         ) from None
 
 
@@ -74,14 +74,14 @@ def _read_pickle(path: Path, allowed_globals: Sequence[type]) -> object:
                 f"refused to load {path}: it needs the Python object {refused.group(1)}, which is not allowed in a "
                 "weights-only load (nothing from the file was executed); if you trust it, convert it to .safetensors"
             ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as err:  # corrupt pickles
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({_first_line(err)}); it may be truncated or not a model file"
+            f"{path} is not a readable checkpoint ({first_line(err)}); it may be truncated or not a model file"
         ) from None
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
@@ -110,7 +110,7 @@ def _select_container(
         raise CheckpointError(f"{source} holds a {type(obj).__name__}, not a state dict")
     if container is not None:
         if container not in obj:
-            raise CheckpointError(f"{source} has no {container!r} entry (top-level keys: {_preview(list(obj))})")
+            raise CheckpointError(f"{source} has no {container!r} entry (top-level keys: {preview_names(list(obj))})")
         chosen = obj[container]
     elif is_state_dict(obj):
         chosen = obj
@@ -122,7 +122,7 @@ def _select_container(
             expected = " or ".join(repr(c) for c in family.containers) or "a flat state dict"
             raise CheckpointError(
                 f"{source} is not a {family.title} checkpoint: expected {expected}, "
-                f"found top-level keys {_preview([str(k) for k in obj])}{hint}"
+                f"found top-level keys {preview_names([str(k) for k in obj])}{hint}"
             )
         chosen = obj[present[0]]
     if not is_state_dict(chosen):
@@ -164,7 +164,7 @@ def state_dict_mismatch(module: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     lines = [summary]
     for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if items:
-            lines.append(f"  {title}: {_preview(items)}")
+            lines.append(f"  {title}: {preview_names(items)}")
     return "\n".join(lines)
 
 
@@ -183,6 +183,6 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], *, source: 
     return module
 
 
-def _preview(items: Sequence[str]) -> str:
+def preview_names(items: Sequence[str]) -> str:
     shown = ", ".join(items[:REPORT_LIMIT])
     return shown + (f", … (+{len(items) - REPORT_LIMIT} more)" if len(items) > REPORT_LIMIT else "")

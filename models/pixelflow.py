@@ -165,9 +165,13 @@ class PixelFlowModel(nn.Module):
         operations: Operations = nn,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
+        """``operations`` builds the layers (``torch.nn`` or ComfyUI's casting ops); ``compute_dtype`` is the dtype
+        activations run in when it differs from the weights' (ComfyUI's ``manual_cast``), else the weight dtype."""
         super().__init__()
         self.config = config
+        self.compute_dtype = compute_dtype
         ops, factory, width = operations, {"device": device, "dtype": dtype}, config.hidden_size
         self.patch_embed = PatchEmbed(config, ops, **factory)
         self.timestep_embedder = EmbeddingMLP(width, ops, **factory)
@@ -179,13 +183,17 @@ class PixelFlowModel(nn.Module):
         self.proj_out_1 = ops.Linear(width, 2 * width, **factory)
         self.proj_out_2 = ops.Linear(width, config.patch_size**2 * config.out_channels, **factory)
 
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        return self.compute_dtype or self.proj_out_1.weight.dtype
+
     def conditioning(self, timestep: Tensor, latent_size: Tensor, class_labels: Tensor | None) -> Tensor:
         """``MLP_t(sinus(t)) (+ class row) + MLP_ls(sinus(G))`` -> (B, D)."""
-        dtype = self.proj_out_1.weight.dtype
+        dtype = self.activation_dtype
         features = sinusoidal_embedding(timestep, SINUSOID_DIM, frequency_shift=1).to(dtype)
         cond = self.timestep_embedder(features)
         if class_labels is not None:
-            cond = cond + self.class_embedder(class_labels)
+            cond = cond + self.class_embedder(class_labels).to(dtype)
         size_features = sinusoidal_embedding(latent_size.reshape(-1), SINUSOID_DIM, frequency_shift=1).to(dtype)
         return cond + self.latent_size_embedder(size_features)  # (B, D); a [1] latent size broadcasts
 
@@ -205,7 +213,7 @@ class PixelFlowModel(nn.Module):
         (B, L, Ctxt) with context_mask (B, L) 1 = token, 0 = padding. Returns the velocity (B, C, H, W)."""
         batch, _, height, width = pixels.shape
         p, channels = self.config.patch_size, self.config.out_channels
-        dtype = self.proj_out_1.weight.dtype
+        dtype = self.activation_dtype
         x = self.patch_embed(pixels.to(dtype))  # (B, N, D)
         cond = self.conditioning(timestep, latent_size, class_labels)  # (B, D)
         bias = padding_bias(context_mask, dtype) if context_mask is not None else None  # (B, 1, 1, L)

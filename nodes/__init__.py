@@ -5,9 +5,9 @@ Node ids and input names are a public API (saved workflows store widget values b
 optional inputs, and guard every change with ``tests/node_schema_snapshot.json``.
 """
 
-from . import imagenet
+from . import imagenet, pixelflow
 
-_MODULES = (imagenet,)
+_MODULES = (imagenet, pixelflow)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

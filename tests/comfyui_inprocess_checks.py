@@ -97,7 +97,77 @@ def main() -> None:
         check("interrupt honoured", True)
     finally:
         mm.interrupt_current_processing(False)
+    check_pixelflow_nodes(pack)
+    check_flan_t5_with_comfy_tokenizer(pack)
     print("all in-process checks passed")
+
+
+def check_pixelflow_nodes(pack) -> None:
+    """A tiny PixelFlow checkpoint in the release layout through the loader and sampler nodes inside ComfyUI."""
+    pixelflow = sys.modules["flowar_in_comfy.models.pixelflow"]
+    params = {"num_attention_heads": 2, "attention_head_dim": 8, "depth": 1, "patch_size": 2, "num_classes": 10}
+    torch.manual_seed(0)
+    model = pixelflow.PixelFlowModel(pixelflow.PixelFlowConfig(**params))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    with tempfile.TemporaryDirectory() as tmp:
+        release = Path(tmp) / "tiny_release"
+        release.mkdir()
+        torch.save(model.state_dict(), release / "model.pt")
+        (release / "config.yaml").write_text(
+            "model:\n  params: {" + ", ".join(f"{k}: {v}" for k, v in params.items()) + "}\n"
+            "scheduler:\n  num_train_timesteps: 1000\n  num_stages: 4\n")
+        folder_paths.add_model_folder_path("pixelflow", tmp)
+        folder_paths.filename_list_cache.clear()
+        loader = pack.NODE_CLASS_MAPPINGS["FlowARPixelFlowLoader"]
+        names = loader.INPUT_TYPES()["required"]["ckpt_name"][0]
+        check("PixelFlow checkpoint listed", "tiny_release/model.pt" in names, names)
+        handle = loader().load("tiny_release/model.pt", "fp16")[0]
+        check("PixelFlow wrapped in ModelPatcher", isinstance(handle.patcher, comfy.model_patcher.ModelPatcher))
+        block = handle.patcher.model.transformer_blocks[0].attn1.q_proj
+        check("fp16 weights with ComfyUI casting ops", block.weight.dtype == torch.float16
+              and isinstance(block, (comfy.ops.manual_cast.Linear, comfy.ops.disable_weight_init.Linear)), block)
+        sampler = pack.NODE_CLASS_MAPPINGS["FlowARPixelFlowSampler"]()
+        settings = {"seed": 5, "steps": 2, "cfg": 3.0, "cfg_schedule": "official", "shift": 1.0, "solver": "euler",
+                    "size": 16, "batch_size": 2, "class_index": 3}
+        image = sampler.sample(handle, **settings)[0]
+        check("PixelFlow sampler gives an IMAGE", image.shape == (2, 16, 16, 3) and 0 <= image.min() <= image.max() <= 1)
+        check("loaded through model_management",
+              any(m.model is handle.patcher for m in mm.current_loaded_models))
+        check("same seed, same image", torch.equal(image, sampler.sample(handle, **settings)[0]))
+        mm.interrupt_current_processing(True)
+        try:
+            sampler.sample(handle, **settings)
+            check("PixelFlow sampler honours interrupts", False)
+        except mm.InterruptProcessingException:
+            check("PixelFlow sampler honours interrupts", True)
+        finally:
+            mm.interrupt_current_processing(False)
+
+
+def check_flan_t5_with_comfy_tokenizer(pack) -> None:
+    """A single encoder file (Flan-T5 vocabulary, tiny width) uses the T5 tokenizer ComfyUI ships."""
+    from safetensors.torch import save_file
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=32128, d_model=32, d_kv=8, num_heads=4, num_layers=1, d_ff=64,
+                      feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+    torch.manual_seed(0)
+    encoder = T5EncoderModel(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = {name: value.clone() for name, value in encoder.state_dict().items() if name != "shared.weight"}
+        save_file(weights, str(Path(tmp) / "tiny_flan_encoder.safetensors"))
+        folder_paths.add_model_folder_path("text_encoders", tmp)
+        folder_paths.filename_list_cache.clear()
+        loader = pack.NODE_CLASS_MAPPINGS["FlowARFlanT5Loader"]
+        check("T5 file listed", "tiny_flan_encoder.safetensors" in loader.INPUT_TYPES()["required"]["t5_name"][0])
+        handle = loader().load("tiny_flan_encoder.safetensors", "fp32")[0]
+        check("T5 wrapped in ModelPatcher", isinstance(handle.patcher, comfy.model_patcher.ModelPatcher))
+        encode = pack.NODE_CLASS_MAPPINGS["FlowARPixelFlowTextEncode"]()
+        condition = encode.encode(handle, "a photo of a cat", "", 512)[0]
+        check("ComfyUI's T5 tokenizer used: 512 tokens, mask on the real ones",
+              condition.context.shape == (1, 512, 32) and condition.mask.sum().item() == 8  # ▁ a ▁photo ▁of ▁ a ▁cat </s>
+              and condition.negative_mask.sum().item() == 1, (condition.context.shape, condition.mask.sum()))
 
 
 if __name__ == "__main__":

@@ -98,3 +98,20 @@ def test_missing_file_lists_every_folder_searched(models_dir: Path, tmp_path: Pa
 def test_registration_is_a_no_op_without_comfyui() -> None:
     runtime.register_model_folders()  # must not raise, import ComfyUI modules or create a registry
     assert "folder_paths" not in sys.modules and "comfy" not in sys.modules
+
+
+def test_modules_with_a_read_only_device_property_are_wrapped_in_a_container() -> None:
+    """ComfyUI's ModelPatcher assigns ``model.device``; transformers models make it a read-only property."""
+    from flowar.nodes.runtime.patcher import ManagedModule, wrap_module
+
+    class WithDeviceProperty(torch.nn.Linear):
+        @property
+        def device(self) -> torch.device:
+            return self.weight.device
+
+    inner = WithDeviceProperty(2, 2)
+    wrapped = wrap_module(inner)
+    assert isinstance(wrapped.model, ManagedModule) and wrapped.model.inner is inner
+    wrapped.model.device = torch.device("cpu")  # what ModelPatcher does: must not raise
+    plain = torch.nn.Linear(2, 2)
+    assert wrap_module(plain).model is plain

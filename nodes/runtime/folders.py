@@ -73,6 +73,13 @@ def _config_dirs_under(root: Path) -> list[str]:
     return sorted(path.parent.relative_to(root).as_posix() for path in root.rglob(HF_CONFIG) if path.parent != root)
 
 
+def shipped_t5_tokenizer_dirs() -> list[Path]:
+    """The T5 tokenizer ComfyUI ships (``comfy/text_encoders/t5_tokenizer``), when running inside ComfyUI."""
+    if not host.AVAILABLE:
+        return []
+    return [Path(host.utils.__file__).resolve().parent / "text_encoders" / "t5_tokenizer"]
+
+
 def list_files(folder: str) -> list[str]:
     """Model files for a dropdown: the user's (relative names), then the pack's as ``builtin/<name>``."""
     if host.AVAILABLE:

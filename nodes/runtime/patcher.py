@@ -29,11 +29,22 @@ class StandaloneModel:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
+class ManagedModule(nn.Module):
+    """A plain container for a module whose class makes ``device`` a read-only property (transformers models):
+    ComfyUI's ``ModelPatcher`` assigns ``model.device`` when it moves weights, so it must manage the container."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+
 def wrap_module(
     module: nn.Module, *, load_device: torch.device | None = None, rest_device: torch.device | None = None
 ) -> object:
     """Wrap ``module`` so ComfyUI's memory manager can load, offload and partially load it with the others."""
     module.eval()
+    if isinstance(getattr(type(module), "device", None), property):
+        module = ManagedModule(module)
     load_device = load_device or compute_device()
     rest_device = rest_device or offload_device()
     if host.AVAILABLE:

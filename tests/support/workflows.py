@@ -21,6 +21,12 @@ COMFY_TOOLS = REPO_ROOT.parent / "shared" / "tools" / "comfyui"
 CORE_OBJECT_INFO = COMFY_TOOLS / "object_info_core_0.8.0.json"
 WORKFLOW_DIR = REPO_ROOT / "workflows"
 MANIFEST = REPO_ROOT / "tests" / "workflow_manifest.json"  # file name -> "runnable" | "validate-only"
+# Where the README tells users to put the official files; validate-only workflows name these.
+OFFICIAL_LAYOUT = (
+    "pixelflow/PixelFlow-Class2Image/model.pt",
+    "pixelflow/PixelFlow-Text2Image/model.pt",
+    "text_encoders/flan-t5-xl/config.json",
+)
 
 
 @lru_cache(maxsize=1)
@@ -32,11 +38,13 @@ def converter() -> ModuleType:
 
 
 @lru_cache(maxsize=1)
+def core_definitions() -> dict[str, dict[str, Any]]:
+    return json.loads(CORE_OBJECT_INFO.read_text())
+
+
 def node_definitions() -> dict[str, dict[str, Any]]:
-    """Core ComfyUI 0.8.0 definitions plus the pack's (which ComfyUI would list the same way)."""
-    definitions = json.loads(CORE_OBJECT_INFO.read_text())
-    definitions.update(pack_object_info())
-    return definitions
+    """Core ComfyUI 0.8.0 definitions plus the pack's, listed now (file dropdowns show the current model folders)."""
+    return {**core_definitions(), **pack_object_info()}
 
 
 def _value_problem(name: str, spec: tuple, value: Any) -> str | None:
