@@ -301,3 +301,14 @@ def test_image_to_image_runs_fewer_steps_and_full_strength_is_generation(case) -
     assert half.shape == image.shape and torch.isfinite(half).all()
     kept, nfe_last = run(1e-4)
     assert nfe_last <= 1 and (kept - image).abs().max() < 0.05  # at most the final short step remains
+
+
+def test_non_finite_model_output_is_a_clear_error() -> None:
+    schedule = cascade_schedule(1000, 2)
+
+    def broken(x, timestep, stage):
+        return torch.full_like(x, float("nan"))
+
+    with pytest.raises(FloatingPointError, match="NaN or infinite values in stage 0"):
+        sample_cascade(broken, schedule, batch=1, size=8, steps=[2, 2], shift=1.0, noise=SeededCascadeNoise(0),
+                       solvers=[euler_stage] * 2, device=torch.device("cpu"))
