@@ -148,6 +148,11 @@ def load_checkpoint(
     return unwrap_state_dict(obj, family, source=str(path), container=container)
 
 
+def cast_floating(state_dict: Mapping[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """The state dict with its floating-point tensors in ``dtype`` (integer buffers untouched)."""
+    return {name: value.to(dtype) if value.is_floating_point() else value for name, value in state_dict.items()}
+
+
 def state_dict_mismatch(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str | None:
     """A report of missing, unexpected and mis-shaped keys, or None when ``state_dict`` fits ``module`` exactly."""
     expected = module.state_dict()

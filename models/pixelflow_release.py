@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import Operations
-from .checkpoint import load_checkpoint, load_strict
+from .checkpoint import cast_floating, load_checkpoint, load_strict
 from .config import resolve_config
 from .pixelflow import PixelFlowConfig, PixelFlowModel
 
@@ -80,7 +80,7 @@ def load_pixelflow(
         path, state_dict, presets=PRESETS, build=lambda preset: PixelFlowModel(preset.model),
         from_sidecar=release_from_settings, sidecar_names=SIDECAR_NAMES,
     )
-    state_dict = {name: value.to(dtype) if value.is_floating_point() else value for name, value in state_dict.items()}
+    state_dict = cast_floating(state_dict, dtype)
     with torch.device("meta"):
         model = PixelFlowModel(release.model, operations=operations, dtype=dtype, compute_dtype=compute_dtype)
     load_strict(model, state_dict, source=str(path))
