@@ -40,7 +40,7 @@ FAMILIES: dict[str, CheckpointFamily] = {
             title="PixelFlow",
             containers=(),
             signature=("transformer_blocks.", "latent_size_embedder."),
-            loader="FlowAR PixelFlow Loader (models/pixelflow)",
+            loader="PixelFlow Loader (FlowAR), files in models/pixelflow",
             where_to_get="Hugging Face ShoufaChen/PixelFlow-Class2Image or -Text2Image (model.pt + config.yaml)",
         ),
         CheckpointFamily(
@@ -48,7 +48,7 @@ FAMILIES: dict[str, CheckpointFamily] = {
             title="MAR",
             containers=("model_ema", "model"),
             signature=("diffloss.net.", "z_proj."),
-            loader="FlowAR MAR Loader (models/mar)",
+            loader="MAR Loader (FlowAR), files in models/mar",
             where_to_get="LTH14/mar README: mar_base / mar_large / mar_huge checkpoint-last.pth",
         ),
         CheckpointFamily(
@@ -56,7 +56,7 @@ FAMILIES: dict[str, CheckpointFamily] = {
             title="ARPG",
             containers=("state_dict", "model", "module"),
             signature=("layers.self_dec.", "layers.cross_dec."),
-            loader="FlowAR ARPG Loader (models/arpg)",
+            loader="ARPG Loader (FlowAR), files in models/arpg",
             where_to_get="hp-l33/ARPG README: arpg_300m.pt / arpg_700m.pt / arpg_1b.pt",
         ),
         CheckpointFamily(
@@ -64,7 +64,7 @@ FAMILIES: dict[str, CheckpointFamily] = {
             title="LlamaGen VQ-16 tokenizer",
             containers=("model",),
             signature=("quantize.embedding.", "encoder.conv_blocks."),
-            loader="FlowAR VQ Tokenizer Loader (models/vq)",
+            loader="VQ Tokenizer Loader (FlowAR), files in models/vq",
             where_to_get="FoundationVision/LlamaGen: vq_ds16_c2i.pt",
         ),
         CheckpointFamily(
@@ -72,7 +72,7 @@ FAMILIES: dict[str, CheckpointFamily] = {
             title="MAR KL-16 VAE",
             containers=("model",),
             signature=("encoder.down.", "decoder.up."),
-            loader="FlowAR MAR VAE Loader (models/vq)",
+            loader="MAR VAE Loader (FlowAR), files in models/vq",
             where_to_get="LTH14/mar README: kl16.ckpt",
         ),
     )

@@ -16,27 +16,19 @@ t5_tokenizer``, the same sentencepiece vocabulary as Flan-T5).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import transformers
-from packaging.version import Version
-from safetensors import SafetensorError
 from torch import Tensor
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Config, T5EncoderModel
+from transformers import PreTrainedTokenizerBase, T5Config, T5EncoderModel
 
-from .checkpoint import CheckpointError, first_line, load_strict, preview_names, read_checkpoint
+from .checkpoint import CheckpointError, load_strict, preview_names, read_checkpoint
 from .families import identify, is_state_dict
+from .hf_folder import from_pretrained_strict, load_tokenizer, read_hf_config
 
-# ``from_pretrained`` took ``torch_dtype`` until transformers 4.56 renamed it ``dtype`` (transformers PR #39782).
-DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-HF_WEIGHT_FILES = (  # what ``from_pretrained`` looks for, sharded or not
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
-)
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 EXPECTED = (
     "PixelFlow text-to-image needs the Flan-T5-XL encoder: the google/flan-t5-xl folder from Hugging Face, "
@@ -123,57 +115,13 @@ def load_t5_encoder(
 
 def _load_tokenizer(folders: Sequence[Path]) -> PreTrainedTokenizerBase:
     """The first folder's tokenizer that loads (``AutoTokenizer``, as app.py); every failure is named if none does."""
-    tried = []
-    for folder in folders:
-        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            tried.append(f"{folder} (no {' or '.join(TOKENIZER_FILES)})")
-            continue
-        try:
-            return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except Exception as err:  # transformers and the tokenizers parser raise many types (even plain Exception)
-            tried.append(f"{folder} ({first_line(err)})")
-    searched = "; ".join(tried) if tried else "no folder was given"
-    raise CheckpointError(f"no usable T5 tokenizer (tried: {searched}); get {WHERE_TOKENIZER}")
+    return load_tokenizer(folders, files=TOKENIZER_FILES, title="T5", where=WHERE_TOKENIZER)
 
 
 def _load_folder(folder: Path, dtype: torch.dtype) -> T5EncoderModel:
     """``T5EncoderModel.from_pretrained`` (decoder weights of a full model are skipped), refusing a partial load."""
-    _check_folder(folder)
-    try:
-        model, info = T5EncoderModel.from_pretrained(
-            folder, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True,  # reported below
-            **{DTYPE_KWARG: dtype},
-        )
-    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # unreadable, truncated or corrupt files
-        raise CheckpointError(f"cannot load the T5 encoder in {folder}: {first_line(err)}") from None
-    missing = sorted(info.get("missing_keys", ()))
-    mismatched = sorted(map(_mismatch_text, info.get("mismatched_keys", ())))
-    if missing or mismatched:
-        raise CheckpointError(
-            f"the weights in {folder} do not fit its config.json: missing {preview_names(missing) or 'none'}; "
-            f"mis-shaped {preview_names(mismatched) or 'none'}"
-        )
-    return model
-
-
-def _mismatch_text(item: tuple | str) -> str:
-    """One mis-shaped key as ``from_pretrained`` reports it: ``(name, file shape, model shape)``, or only the name."""
-    if isinstance(item, str):
-        return item
-    name, found, expected = item
-    return f"{name}: file {tuple(found)} vs model {tuple(expected)}"
-
-
-def _check_folder(folder: Path) -> None:
-    """A Hugging Face T5 folder: ``config.json`` of ``model_type`` t5 and weights ``from_pretrained`` can find."""
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{folder} holds no config.json, so it is not a Hugging Face model folder; {EXPECTED}")
-    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    if model_type != "t5":
-        raise CheckpointError(f"{config_file} describes a {model_type!r} model, not T5; {EXPECTED}")
-    if not any((folder / name).is_file() for name in HF_WEIGHT_FILES):
-        raise CheckpointError(f"{folder} has config.json but no weights (expected one of {', '.join(HF_WEIGHT_FILES)})")
+    read_hf_config(folder, model_types=("t5",), title="T5", expected=EXPECTED)
+    return from_pretrained_strict(T5EncoderModel, folder, dtype=dtype, title="T5 encoder")
 
 
 def _load_file(path: Path, dtype: torch.dtype) -> T5EncoderModel:

@@ -9,17 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..models.families import FAMILIES
 from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow_release import PixelFlowRelease, load_pixelflow
-from ..samplers.cascade import check_size, pixels_to_image, sample_cascade
+from ..samplers.cascade import check_size, sample_cascade
 from ..samplers.cascade_noise import SeededCascadeNoise
 from ..samplers.cascade_stage import STAGE_SOLVERS
+from ..samplers.flow_search_noise import SeededSearchNoise
+from ..samplers.flow_search_pixelflow import search_stage_solver
+from ..samplers.flow_search_settings import METHODS, SearchSettings, search_plan
 from ..samplers.pixelflow_guidance import GUIDANCE_SCHEDULES, ClassCondition, GuidedVelocity, TextCondition, \
     stage_guidance
 from ..samplers.pixelflow_schedule import cascade_schedule
+from ..samplers.pixels import image_to_pixels, pixels_to_image
 from .runtime import folders
 from .runtime.devices import DTYPE_CHOICES, choose_dtype, compute_device, intermediate_device, layer_operations
 from .runtime.patcher import load_models, wrap_module
@@ -31,6 +34,7 @@ T5_WHERE_TO_GET = ("Hugging Face google/flan-t5-xl (the whole folder with config
                    ".safetensors) into ComfyUI/models/text_encoders")
 T5_DTYPES = ("fp32", "bf16")
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+SEARCH_SEED_SALT = 0x5EA2C4  # the search draws from its own stream, not a copy of the cascade's
 
 
 @dataclass(frozen=True)
@@ -163,16 +167,6 @@ def parse_stage_steps(text: str, steps: int, num_stages: int) -> list[int]:
     return values
 
 
-def image_to_pixels(image: torch.Tensor, size: int, batch: int) -> torch.Tensor:
-    """IMAGE ``[B, H, W, C]`` in 0..1 -> pixels ``[batch, 3, size, size]`` in [-1, 1] (resized, batch matched)."""
-    if image.shape[0] not in (1, batch):
-        raise ValueError(f"image batch {image.shape[0]} must be 1 or equal batch_size {batch}")
-    pixels = image[..., :3].permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-    if pixels.shape[-2:] != (size, size):
-        pixels = F.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-    return (pixels.clamp(0, 1) * 2 - 1).expand(batch, -1, -1, -1)
-
-
 def build_condition(handle: PixelFlowHandle, class_index: int, conditioning: TextCondition | None, batch: int
                     ) -> ClassCondition | TextCondition:
     """The sampler's conditioning for ``batch`` images, checked against what the model was trained on."""
@@ -203,7 +197,8 @@ class FlowARPixelFlowSampler:
     DESCRIPTION = (
         "PixelFlow cascade sampling in pixel space: the lowest resolution first, then upsample and re-noise at each "
         "stage. Class-to-image takes a class index, text-to-image a PixelFlow conditioning. With an image and "
-        "strength < 1 it does image-to-image."
+        "strength < 1 it does image-to-image. With a reward connected, the final stage is a reward search (RBF "
+        "by default) over that many model evaluations per image."
     )
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
@@ -243,13 +238,25 @@ class FlowARPixelFlowSampler:
                                        "tooltip": "Image-to-image: how much is regenerated (1 = ignore the image)."}),
                 "stage_steps": ("STRING", {"default": "",
                                            "tooltip": "Optional steps per stage, e.g. '10,10,20,30' (overrides steps)."}),
+                "reward": ("REWARD", {"tooltip": "Search the final stage for images this reward likes (unconnected: "
+                                                 "plain sampling)."}),
+                "search_method": (list(METHODS), {
+                    "default": "rbf",
+                    "tooltip": "rbf: Rollover Budget Forcing; best_of_n; smc; svdd; search_over_paths. Each runs its "
+                               "official loop on the final stage, then finishes the chosen particle with the ODE."}),
+                "search_max_nfe": ("INT", {"default": 100, "min": 1, "max": 10000,
+                                           "tooltip": "Model evaluations per image for the searched stage (the "
+                                                      "paper uses 500)."}),
+                "search_steps": ("INT", {"default": 10, "min": 2, "max": 200,
+                                         "tooltip": "Denoising steps of the search grid in the final stage."}),
             },
         }
 
     def sample(self, model: PixelFlowHandle, seed: int, steps: int, cfg: float, cfg_schedule: str, shift: float,
                solver: str, size: int, batch_size: int, class_index: int, conditioning: TextCondition | None = None,
                image: torch.Tensor | None = None, strength: float = 0.6, stage_steps: str = "",
-               ) -> tuple[torch.Tensor]:
+               reward: object | None = None, search_method: str = "rbf", search_max_nfe: int = 100,
+               search_steps: int = 10) -> tuple[torch.Tensor]:
         release, config = model.release, model.release.model
         check_size(size, config.patch_size, release.num_stages)
         steps_per_stage = parse_stage_steps(stage_steps, steps, release.num_stages)
@@ -258,14 +265,22 @@ class FlowARPixelFlowSampler:
         schedule = cascade_schedule(release.num_train_timesteps, release.num_stages)
         start = image_to_pixels(image, size, batch_size) if image is not None else None
 
-        load_models([model.patcher])
+        solvers = [STAGE_SOLVERS[solver]] * release.num_stages
+        patchers = [model.patcher]
+        if reward is not None:  # nodes.rewards.Reward: score(images [B, H, W, C] 0..1) -> [B], and its patchers
+            settings = SearchSettings(method=search_method, max_nfe=search_max_nfe, steps=search_steps)
+            search_plan(settings, 1.0 - schedule.start_t[-1])  # budget errors now, not after the lower stages
+            noise = SeededSearchNoise(seed ^ SEARCH_SEED_SALT)
+            solvers[-1] = search_stage_solver(settings, reward.score, schedule, noise)
+            patchers += list(reward.patchers)
+        load_models(patchers)
         velocity = GuidedVelocity(model.patcher.model, condition, guidance, patch_size=config.patch_size,
                                   head_dim=config.attention_head_dim, use_cfg=cfg > 0)
         progress = Progress(sum(steps_per_stage), label="PixelFlow")
         with torch.no_grad():
             pixels = sample_cascade(
                 velocity, schedule, batch=batch_size, size=size, steps=steps_per_stage, shift=shift,
-                noise=SeededCascadeNoise(seed, schedule.gamma), solvers=[STAGE_SOLVERS[solver]] * release.num_stages,
+                noise=SeededCascadeNoise(seed, schedule.gamma), solvers=solvers,
                 device=model.patcher.load_device, channels=config.in_channels, image=start,
                 strength=strength if start is not None else 1.0, callback=progress,
             )

@@ -20,6 +20,7 @@ from torch import Tensor
 from .cascade_noise import CascadeNoise
 from .cascade_stage import StageProblem, StageSolver, Velocity
 from .pixelflow_schedule import CascadeSchedule
+from .pixels import pixels_to_image
 from .trace import Trace
 
 Callback = Callable[[int, int, "Tensor | None"], None]  # (step, total, preview IMAGE [1, H, W, C] | None)
@@ -43,11 +44,6 @@ def check_size(size: int, patch_size: int, num_stages: int) -> None:
 
 def stage_resolution(size: int, stage: int, num_stages: int) -> int:
     return size // 2 ** (num_stages - 1 - stage)
-
-
-def pixels_to_image(x: Tensor) -> Tensor:
-    """Pixel state ``[B, C, H, W]`` in [-1, 1] -> ComfyUI IMAGE ``[B, H, W, C]`` in [0, 1] (the official clamp)."""
-    return (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
 
 
 def entry_point(schedule: CascadeSchedule, steps: Sequence[int], shift: float, strength: float) -> tuple[int, int]:

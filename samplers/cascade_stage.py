@@ -39,8 +39,8 @@ class StageProblem:
     report: Report
     trace: Trace | None = None
 
-    def timestep_at(self, local_t: float) -> float:
-        """The global timestep of any local time, on the Euler grid's linear map."""
+    def timestep_at(self, local_t: float | Tensor) -> float | Tensor:
+        """The global timestep of any local time(s), on the Euler grid's linear map."""
         first, last = self.timestep_range
         return first + (last - first) * local_t / self.window_end
 

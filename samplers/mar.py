@@ -74,6 +74,17 @@ def unknown_first(orders: Tensor, unknown: Tensor) -> Tensor:
     return torch.gather(orders, 1, rank)
 
 
+def masked_after(unknown_at_start: int, num_iter: int) -> list[int]:
+    """How many tokens stay masked after each iteration: ``floor(U cos(pi/2 (k+1)/K))`` (float64, as the official
+    numpy code), clamped to at least 1 and to one fewer than are masked now (never more than are masked)."""
+    lengths, unknown = [], unknown_at_start
+    for k in range(num_iter):
+        target = math.floor(unknown_at_start * math.cos(math.pi / 2.0 * (k + 1) / num_iter))
+        unknown = min(unknown, max(1, min(unknown - 1, target)))
+        lengths.append(unknown)
+    return lengths
+
+
 def keep_masked(orders: Tensor, counts: Tensor) -> Tensor:
     """(B, L) bool: True at the first ``counts[b]`` positions of each order."""
     rank = torch.argsort(orders, dim=1)  # position -> its index in the order
@@ -134,6 +145,7 @@ def sample_mar(
         mask = (~known.known).float().to(device)
         tokens = known.tokens.float().to(device) * (1 - mask)[..., None]
     unknown_at_start = mask.sum(dim=1)  # (B,) float32
+    schedule_rows = [masked_after(int(count), num_iter) for count in unknown_at_start.tolist()]
     orders = unknown_first(noise.orders(batch, length).to(device), mask.bool())
     use_cfg = cfg != 1.0
     class_rows = model.class_embedding(labels.to(device) if labels is not None else None, batch)
@@ -147,9 +159,7 @@ def sample_mar(
             trace.record("mask_in", mask)
         doubled = (lambda t: torch.cat([t, t])) if use_cfg else (lambda t: t)  # noqa: E731
         z = transformer_by_groups(model, doubled(tokens), doubled(mask), class_rows)  # (B', L, D)
-        ratio = math.cos(math.pi / 2.0 * (k + 1) / num_iter)
-        mask_len = torch.floor(unknown_at_start * ratio)
-        mask_len = torch.maximum(torch.ones_like(mask_len), torch.minimum(mask.sum(dim=1) - 1, mask_len))  # (B,)
+        mask_len = torch.tensor([row[k] for row in schedule_rows], dtype=torch.float32, device=device)  # (B,)
         still_masked = keep_masked(orders, mask_len) & mask.bool()
         last = k == num_iter - 1
         to_predict = mask.bool() if last else mask.bool() & ~still_masked  # (B, L)

@@ -59,6 +59,9 @@ class ClassCondition:
     def plain_batch(self) -> dict[str, Tensor]:
         return {"class_labels": self.labels}
 
+    def select(self, rows: Tensor) -> ClassCondition:
+        return ClassCondition(self.labels[rows], self.null_label)
+
 
 @dataclass(frozen=True)
 class TextCondition:
@@ -75,6 +78,10 @@ class TextCondition:
 
     def plain_batch(self) -> dict[str, Tensor]:
         return {"context": self.context, "context_mask": self.mask}
+
+    def select(self, rows: Tensor) -> TextCondition:
+        return TextCondition(self.context[rows], self.mask[rows], self.negative_context[rows],
+                             self.negative_mask[rows])
 
 
 class GuidedVelocity:
@@ -96,6 +103,7 @@ class GuidedVelocity:
         trace: Trace | None = None,
     ) -> None:
         self.model = model
+        self.condition = condition
         self.guidance = list(guidance)
         self.patch_size = patch_size
         self.head_dim = head_dim
@@ -109,6 +117,15 @@ class GuidedVelocity:
         if key not in self._rope:
             self._rope[key] = pixelflow_rope_table(grid, self.head_dim).to(device)  # (G*G, head_dim, 2)
         return self._rope[key]
+
+    def rows(self, rows: Sequence[int]) -> GuidedVelocity:
+        """The same velocity for a batch made of these rows of the conditioning (e.g. N particles of one image,
+        as a reward search evaluates them)."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        selected = GuidedVelocity(self.model, self.condition.select(index), self.guidance, patch_size=self.patch_size,
+                                  head_dim=self.head_dim, use_cfg=self.use_cfg, trace=self.trace)
+        selected._rope = self._rope  # the tables depend on the resolution only
+        return selected
 
     def __call__(self, x: Tensor, timestep: Tensor | float, stage: int) -> Tensor:
         batch, _, height, width = x.shape

@@ -190,7 +190,7 @@ def test_strict_load_into_meta_module_assigns_the_file_tensors() -> None:
 
 
 def test_strict_load_names_the_family_of_a_wrong_file() -> None:
-    with pytest.raises(CheckpointError, match="looks like a ARPG checkpoint: load it with FlowAR ARPG Loader"):
+    with pytest.raises(CheckpointError, match="looks like a ARPG checkpoint: load it with ARPG Loader \\(FlowAR\\)"):
         load_strict(Tiny(), family_state_dict("arpg"), source="x.pt")
 
 

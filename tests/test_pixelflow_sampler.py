@@ -15,12 +15,13 @@ from test_pixelflow_model import fixture_model
 
 from flowar.kernels.block_noise import block_cholesky, correlate_blocks
 from flowar.kernels.rope import pixelflow_rope_table
-from flowar.samplers.cascade import check_size, entry_point, pixels_to_image, sample_cascade
+from flowar.samplers.cascade import check_size, entry_point, sample_cascade
 from flowar.samplers.cascade_noise import SeededCascadeNoise
 from flowar.samplers.cascade_stage import STAGE_SOLVERS, StageProblem, StageSolver, dopri5_stage, euler_stage
 from flowar.samplers.dopri5 import dopri5
 from flowar.samplers.pixelflow_guidance import ClassCondition, GuidedVelocity, TextCondition, stage_guidance
 from flowar.samplers.pixelflow_schedule import DEFAULT_GAMMA, cascade_schedule
+from flowar.samplers.pixels import pixels_to_image
 from flowar.samplers.trace import Trace
 
 STEP_RECORD = re.compile(r"^cascade\.s\d+\.k\d+\.")

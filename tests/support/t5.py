@@ -9,6 +9,7 @@ The model files are written as Hugging Face and ComfyUI users have them, indepen
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,9 +27,13 @@ VOCAB_SIZE = 48  # the embedding is larger than the tokenizer, as Flan-T5's (321
 COMFY_PREFIX = "text_encoders.t5xxl.transformer."
 
 
-def tokenizer_object() -> Tokenizer:
-    """The raw ``tokenizers`` tokenizer: whole words are likelier than letters, so ``a cat`` is ``▁a ▁cat </s>``."""
+def tokenizer_object(extra_words: Sequence[str] = ()) -> Tokenizer:
+    """The raw ``tokenizers`` tokenizer: whole words are likelier than letters, so ``a cat`` is ``▁a ▁cat </s>``.
+
+    ``extra_words`` (e.g. ``"▁Yes"``) are appended after the 40 standard pieces, so the standard ids never change.
+    """
     scores = [(piece, 0.0) for piece in PIECES[:3]] + [(w, -2.0) for w in WORDS] + [(c, -5.0) for c in LETTERS]
+    scores += [(w, -2.0) for w in extra_words]
     tokenizer = Tokenizer(Unigram(scores, unk_id=2))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
@@ -39,10 +44,10 @@ def tokenizer_object() -> Tokenizer:
     return tokenizer
 
 
-def write_t5_tokenizer(folder: Path) -> Path:
+def write_t5_tokenizer(folder: Path, extra_words: Sequence[str] = ()) -> Path:
     """A T5 tokenizer folder as ComfyUI ships it (no ``spiece.model``: the fast tokenizer needs none)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer_object().save(str(folder / "tokenizer.json"))
+    tokenizer_object(extra_words).save(str(folder / "tokenizer.json"))
     config = {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "model_max_length": 512, "legacy": False, **SPECIALS}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     (folder / "special_tokens_map.json").write_text(json.dumps(SPECIALS, indent=2))

@@ -17,6 +17,8 @@ from typing import Any
 from .fixtures import REPO_ROOT
 from .schema import pack_object_info, socket_type
 
+from flowar.models.checkpoint import CHECKPOINT_SUFFIXES
+
 COMFY_TOOLS = REPO_ROOT.parent / "shared" / "tools" / "comfyui"
 CORE_OBJECT_INFO = COMFY_TOOLS / "object_info_core_0.8.0.json"
 WORKFLOW_DIR = REPO_ROOT / "workflows"
@@ -26,6 +28,15 @@ OFFICIAL_LAYOUT = (
     "pixelflow/PixelFlow-Class2Image/model.pt",
     "pixelflow/PixelFlow-Text2Image/model.pt",
     "text_encoders/flan-t5-xl/config.json",
+    "arpg/arpg_300m.pt",
+    "vq/vq_ds16_c2i.pt",
+    "mar/mar_base/checkpoint-last.pth",
+    "rewards/clip-flant5-xxl/config.json",
+    "rewards/grounding-dino-base/config.json",
+    "rewards/sam-vit-base/config.json",
+    "rewards/clip-vit-large-patch14/config.json",
+    "rewards/sac+logos+ava1-l14-linearMSE.pth",
+    "vq/kl16.ckpt",
 )
 
 
@@ -51,7 +62,10 @@ def _value_problem(name: str, spec: tuple, value: Any) -> str | None:
     kind = socket_type(spec)
     options = spec[1] if len(spec) > 1 else {}
     if kind == "COMBO":
-        return None if value in spec[0] else f"{name}={value!r} is not one of its choices"
+        choices = spec[0] if isinstance(spec[0], (list, tuple)) else options.get("options", [])
+        if not choices:  # a file list of the install the core definitions were saved from, which had no models
+            return None if isinstance(value, str) else f"{name}={value!r} is not a file name"
+        return None if value in choices else f"{name}={value!r} is not one of its choices"
     checks = {"INT": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "FLOAT": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
               "BOOLEAN": lambda v: isinstance(v, bool), "STRING": lambda v: isinstance(v, str)}
@@ -65,6 +79,12 @@ def _value_problem(name: str, spec: tuple, value: Any) -> str | None:
         if "max" in options and value > options["max"]:
             return f"{name}={value} is above its maximum {options['max']}"
     return None
+
+
+def _names_a_user_file(name: str, spec: tuple, value: object) -> bool:
+    """A core loader's file dropdown (``*_name``) holding a model file name."""
+    return (socket_type(spec) == "COMBO" and name.endswith("_name") and isinstance(value, str)
+            and value.lower().endswith(CHECKPOINT_SUFFIXES))
 
 
 def validate_workflow(workflow: dict, definitions: dict[str, dict[str, Any]] | None = None) -> list[str]:
@@ -96,6 +116,8 @@ def validate_workflow(workflow: dict, definitions: dict[str, dict[str, Any]] | N
                     continue
                 if isinstance(value, dict) and "__value__" in value:
                     value = value["__value__"]
+                if node["class_type"] in core_definitions() and _names_a_user_file(name, spec, value):
+                    continue  # core loaders list the files of the install they were saved from (none)
                 problem = _value_problem(name, spec, value)
                 if problem:
                     problems.append(f"{where}: {problem}")
