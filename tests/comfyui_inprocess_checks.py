@@ -103,6 +103,7 @@ def main() -> None:
     check_flan_t5_with_comfy_tokenizer(pack)
     check_mar_nodes(pack)
     check_flow_search_sampler(pack)
+    check_reward_nodes(pack)
     check_arpg_nodes(pack)
     print("all in-process checks passed")
 
@@ -374,6 +375,27 @@ def check_flow_search_sampler(pack) -> None:
         check("a stateful patch (EasyCache) is refused", False)
     except ValueError as err:
         check("a stateful patch (EasyCache) is refused", "easycache" in str(err), err)
+
+
+def check_reward_nodes(pack) -> None:
+    """A tiny CLIP folder in the official layout through the CLIP-score loader and Reward node inside ComfyUI."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from support.rewards import write_clip_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_folder(Path(tmp) / "tiny-clip")
+        folder_paths.add_model_folder_path("rewards", tmp)
+        nodes = pack.NODE_CLASS_MAPPINGS
+        check("reward folder listed", "tiny-clip" in nodes["FlowARCLIPScoreLoader"].INPUT_TYPES()["required"]
+              ["model_name"][0])
+        handle = nodes["FlowARCLIPScoreLoader"]().load("tiny-clip", "fp32")[0]
+        reward = nodes["FlowARReward"]().make(handle, "a red cat", 4)[0]
+        check("reward modules wrapped in ModelPatcher",
+              reward.patchers and all(isinstance(p, comfy.model_patcher.ModelPatcher) for p in reward.patchers))
+        scores = reward.score(torch.rand(3, 32, 32, 3))
+        check("reward scores an IMAGE batch", scores.shape == (3,) and torch.isfinite(scores).all(), str(scores))
+        check("reward models loaded through model_management",
+              {id(p) for p in reward.patchers} <= {id(m.model) for m in mm.current_loaded_models})
 
 
 if __name__ == "__main__":
