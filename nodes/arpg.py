@@ -285,8 +285,8 @@ class FlowARARPGSampler:
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Same seed, same images (order and tokens are drawn on the CPU)."}),
                 "steps": ("INT", {"default": 64, "min": 1, "max": 4096,
-                                  "tooltip": "Decoding steps (64 in the paper; 32 also works). At most the number of "
-                                             "tokens to generate; ignored by the raster schedule."}),
+                                  "tooltip": "Decoding steps (64 in the paper; 32 also works). Editing a few tokens uses "
+                                             "at most one step per token; ignored by the raster schedule."}),
                 "schedule": (list(DECODE_SCHEDULES), {
                     "default": "arccos",
                     "tooltip": "Tokens per step: arccos or cosine (few tokens early, many late), or raster: one "
@@ -322,14 +322,16 @@ class FlowARARPGSampler:
                ) -> tuple[torch.Tensor, ARPGTokens]:
         config = model.config
         check_pairing(model, vq)
-        settings = DecodeSettings(steps=steps, schedule=schedule, guidance=cfg, cfg_schedule=cfg_schedule,
-                                  temperature=temperature, top_k=top_k, top_p=top_p)
-        settings.check(config.vocab_size)
         labels = torch.full((batch_size,), class_index, dtype=torch.long)
         check_labels(labels, config.num_classes)
         known = self._known_tokens(vq, image, mask, tokens, batch_size)
         grid = tuple(known.known.shape) if known is not None else (config.grid_size, config.grid_size)
         unknown = int((~known.known).sum()) if known is not None else grid[0] * grid[1]
+        if known is not None:
+            steps = min(steps, max(unknown, 1))  # a small edit has fewer tokens than steps: one per step at most
+        settings = DecodeSettings(steps=steps, schedule=schedule, guidance=cfg, cfg_schedule=cfg_schedule,
+                                  temperature=temperature, top_k=top_k, top_p=top_p)
+        settings.check(config.vocab_size)
         total = unknown if schedule == "raster" else steps
 
         load_models([model.patcher, vq.patcher])

@@ -106,6 +106,19 @@ def test_inpainting_leaves_known_tokens_untouched(loaded) -> None:
     assert torch.equal(through_tokens.tokens, tokens.tokens)  # image + mask == VQ Encode -> tokens
 
 
+def test_editing_fewer_tokens_than_steps_uses_one_step_per_token(loaded) -> None:
+    model, vq = loaded
+    picture = torch.rand(1, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(1, SIZE, SIZE)
+    mask[:, :8, :8] = 1.0  # one unknown token, far fewer than the steps asked for
+    encoded = FlowARVQEncode().encode(vq, picture, mask)[0]
+    assert int((~encoded.known).sum()) == 1
+    image, tokens = sample(model, vq, steps=64, image=picture, mask=mask)  # would need 1 <= steps <= 1 in the sampler
+    assert image.shape == (2, SIZE, SIZE, 3) and bool(tokens.known.all())
+    keep = encoded.known
+    assert torch.equal(tokens.tokens[:, keep], encoded.tokens.expand(2, -1, -1)[:, keep])
+
+
 def test_outpainting_expands_the_canvas(loaded) -> None:
     model, vq = loaded
     canvas = torch.rand(1, SIZE, SIZE + 32, 3)
