@@ -350,6 +350,23 @@ def check_flow_search_sampler(pack) -> None:
     check("trace rows kept per image", len(sampler.sampler_function.traces) == 2
           and len(sampler.sampler_function.trace_text().splitlines()) > 2)
 
+    class PixelVAE:
+        """Stands in for a comfy.sd.VAE of a pixel-space model: decode maps [-1, 1] pixels to an IMAGE."""
+
+        def __init__(self):
+            self.patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(1, 1), load_device=mm.get_torch_device(),
+                                                            offload_device=mm.unet_offload_device())
+
+        def decode(self, latent):
+            return (latent.movedim(1, -1) / 2 + 0.5).clamp(0, 1)
+
+    one_node = pack.NODE_CLASS_MAPPINGS["FlowARFlowSearch"]()
+    result, images, trace_text = one_node.search(model, cond, cond, {"samples": torch.zeros(1, 3, 8, 8)}, PixelVAE(),
+                                                 reward, 3, 1.0, unique_id="13", **settings)
+    check("one-node search returns LATENT, IMAGE and a trace",
+          result["samples"].shape == (1, 3, 8, 8) and images.shape == (1, 8, 8, 3)
+          and all(json.loads(line)["item"] == 0 for line in trace_text.splitlines()) and trace_text.count("\n") > 1)
+
     eps = tiny_model(comfy.model_base.ModelType.EPS)
     eps_guider = comfy.samplers.CFGGuider(eps)
     eps_guider.set_conds(cond, cond)

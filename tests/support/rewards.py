@@ -238,8 +238,10 @@ def one_thread() -> Iterator[None]:
     """Tiny models on one thread: on a busy 2-core machine thread hand-offs cost more than the arithmetic."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def smooth_images(batch: int, height: int, width: int, seed: int = 0) -> Tensor:
