@@ -81,6 +81,7 @@ def time_iteration(model: MAR, unknown: int, revealed: int, batch: int, steps: i
 def extrapolate(model: MAR, num_iter: int, probes: int, batch: int, steps: int, device: torch.device) -> float:
     """Seconds per image: time ``probes`` evenly spaced iterations, interpolate linearly over the others."""
     sizes = iteration_sizes(model.config.seq_len, num_iter)
+    time_iteration(model, *sizes[0], batch, steps, device)  # warm-up: first-call allocations are not a cost
     picked = sorted({round(i * (num_iter - 1) / max(probes - 1, 1)) for i in range(probes)})
     measured = {k: time_iteration(model, *sizes[k], batch, steps, device) for k in picked}
     total = 0.0
