@@ -17,6 +17,7 @@ from flowar.models.arpg import ARPGConfig, ARPGTransformer
 from flowar.samplers.arpg import DecodeSettings, KnownTokens, sample_arpg
 from flowar.samplers.arpg_draws import SeededDraws, sample_tokens
 from flowar.samplers.arpg_logits import filter_logits, official_top_p_filter
+from flowar.samplers.trace import Trace
 from flowar.samplers.arpg_schedule import guidance_scale, tokens_per_step
 from flowar.samplers.trace import Trace
 
@@ -220,6 +221,11 @@ def run(model, labels=(1, 3), **options) -> tuple[torch.Tensor, Trace]:
     return tokens, trace
 
 
+def at_step(trace: Trace, step: int, name: str) -> torch.Tensor:
+    """What our own sampler recorded at ``step`` (these runs use tiny models, not fixtures)."""
+    return trace.values[f"step{step}.{name}"]
+
+
 def test_cache_is_allocated_once_at_final_length_and_released() -> None:
     model = tiny_model()
     spied = spy_on_caches(model)
@@ -228,7 +234,7 @@ def test_cache_is_allocated_once_at_final_length_and_released() -> None:
     cache = spied[0]
     counts = tokens_per_step(16, 4, "arccos")
     assert cache.shared.max_len == 1 + 16 - counts[-1]  # the last step's tokens are never fed back
-    assert trace.values["step3.cross_cache_len"].item() == cache.shared.max_len  # filled exactly, never grown
+    assert at_step(trace, len(counts) - 1, "cross_cache_len").item() == cache.shared.max_len  # filled exactly, never grown
     assert not cache.allocated and trace.nfe == 4
 
 
@@ -257,7 +263,7 @@ def test_same_seed_same_tokens_and_batch_rows_differ() -> None:
 
 def test_guidance_one_runs_a_single_batch() -> None:
     tokens, trace = run(tiny_model(), settings={"guidance": 1.0})
-    assert trace.values["step0.input_ids"].shape == (2, 1) and "step0.uncond_logits" not in trace.values
+    assert at_step(trace, 0, "input_ids").shape == (2, 1) and f"step{0}.uncond_logits" not in trace.values
     assert tokens.shape == (2, 4, 4)
 
 
@@ -277,9 +283,9 @@ def test_inpainting_keeps_known_tokens_and_decodes_only_the_rest() -> None:
     tokens, trace = run(model, known=KnownTokens(original, keep))
     assert torch.equal(tokens[:, keep], original[:, keep])
     assert sorted(trace.values["orders"].tolist()) == [1 + 4 * r + c for r in (1, 2) for c in (1, 2)]
-    assert trace.values["step0.input_ids"].shape == (4, 1 + 12)  # class + known tokens prefilled, both halves
+    assert at_step(trace, 0, "input_ids").shape == (4, 1 + 12)  # class + known tokens prefilled, both halves
     known_rows = 1 + keep.flatten().nonzero().flatten()
-    assert trace.values["step0.key_pos_index"].tolist() == [0, *known_rows.tolist()]
+    assert at_step(trace, 0, "key_pos_index").tolist() == [0, *known_rows.tolist()]
     assert sum(trace.values[f"step{k}.sampled"].shape[1] for k in range(4)) == 4
 
 
