@@ -24,6 +24,8 @@ from ..models.rewards.count_filter import CountSettings
 from ..models.rewards.counting import DETECTOR_WHERE, SAM_WHERE, load_counting
 from ..models.rewards.pickscore import WHERE_TO_GET as PICKSCORE_WHERE
 from ..models.rewards.pickscore import load_pickscore
+from ..models.rewards.shapes_count import MODES as SHAPES_COUNT_MODES
+from ..models.rewards.shapes_count import ShapesCountReward
 from ..models.rewards.vqascore import WHERE_TO_GET as VQASCORE_WHERE
 from ..models.rewards.vqascore import load_vqascore
 from .runtime import folders
@@ -285,6 +287,33 @@ class FlowARAestheticLoader:
         return (wrap_reward_model(model),)
 
 
+class FlowARShapesCountReward:
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    DESCRIPTION = (
+        "The shape-count reward of the built-in shapes world (no files): finds the circles, squares and triangles of "
+        "each colour in 32x32 images on black and compares their counts with a caption such as 'three blue squares' "
+        "or 'two red circles and one green triangle'. Every class the caption does not name is wanted 0 times."
+    )
+    RETURN_TYPES = ("REWARD_MODEL",)
+    RETURN_NAMES = ("reward_model",)
+    OUTPUT_TOOLTIPS = ("Shape-count reward; give it a shapes-world caption with the Reward node.",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "mode": (list(SHAPES_COUNT_MODES), {
+                    "default": "squared_error",
+                    "tooltip": "squared_error: minus the sum of squared count errors over every class (0 = right); "
+                               "exact: 1 when every count is right, else 0."}),
+            }
+        }
+
+    def load(self, mode: str) -> tuple[RewardModelHandle]:
+        return (wrap_reward_model(ShapesCountReward(mode)),)
+
+
 # ---- rewards ---------------------------------------------------------------------------------------------------
 class FlowARReward:
     CATEGORY = CATEGORY
@@ -399,6 +428,7 @@ NODE_CLASS_MAPPINGS = {
     "FlowARReward": FlowARReward,
     "FlowARRewardCombine": FlowARRewardCombine,
     "FlowARRankImages": FlowARRankImages,
+    "FlowARShapesCountReward": FlowARShapesCountReward,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FlowARVQAScoreLoader": "VQAScore Loader (FlowAR)",
@@ -409,4 +439,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "FlowARReward": "Reward (FlowAR)",
     "FlowARRewardCombine": "Combine Rewards (FlowAR)",
     "FlowARRankImages": "Rank Images by Reward (FlowAR)",
+    "FlowARShapesCountReward": "Shape-Count Reward (FlowAR)",
 }
