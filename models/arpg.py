@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..kernels.attention import attention
 from ..kernels.kv_cache import StaticKVCache
 from ..kernels.rope import apply_arpg_rope, arpg_rope_table
-from . import Operations
+from . import Operations, ReleasedModel
 
 # Official ``ModelArgs`` names that only matter in training; accepted in a sidecar and ignored.
 TRAINING_ONLY_ARGS = frozenset({
@@ -238,8 +238,10 @@ class TwoPassDecoder(nn.Module):
         return queries
 
 
-class ARPGTransformer(nn.Module):
+class ARPGTransformer(ReleasedModel):
     """Logits of the tokens at requested positions, given the content decided so far."""
+
+    DTYPE_REFERENCE = "head.weight"
 
     def __init__(
         self,
@@ -250,21 +252,13 @@ class ARPGTransformer(nn.Module):
         dtype: torch.dtype | None = None,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
-        """``operations`` builds the layers (``torch.nn`` or ComfyUI's casting ops); ``compute_dtype`` is the dtype
-        activations run in when it differs from the weights' (ComfyUI's ``manual_cast``), else the weight dtype."""
-        super().__init__()
-        self.config = config
-        self.compute_dtype = compute_dtype
+        super().__init__(config, compute_dtype)
         ops, factory = operations, {"device": device, "dtype": dtype}
         # image codes, [MASK], the classes, the null class, one unused id
         self.embeddings = ops.Embedding(config.vocab_size + config.num_classes + 3, config.dim, **factory)
         self.layers = TwoPassDecoder(config, ops, **factory)
         self.norm = ops.RMSNorm(config.dim, eps=config.norm_eps, **factory)
         self.head = ops.Linear(config.dim, config.vocab_size, bias=False, **factory)
-
-    @property
-    def activation_dtype(self) -> torch.dtype:
-        return self.compute_dtype or self.head.weight.dtype
 
     def rope_table(self, height: int, width: int) -> Tensor:
         """float32 ``(1 + height*width, head_dim/2, 2)``: row 0 for the class token (zeros), raster ``p`` at ``p+1``.

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..kernels.attention import attention
 from ..kernels.embeddings import sinusoidal_embedding
-from . import Operations
+from . import Operations, ReleasedModel
 
 NORM_EPS = 1e-6  # the factories' ``partial(nn.LayerNorm, eps=1e-6)`` and the hard-coded z_proj_ln / MLP norms
 FREQUENCY_DIM = 256  # the diffusion MLP's timestep sinusoid width
@@ -188,15 +188,14 @@ class DiffLoss(nn.Module):
                                   ops, **factory)
 
 
-class MAR(nn.Module):
+class MAR(ReleasedModel):
     """Encoder over the known tokens (with ``buffer_size`` class rows), decoder over all positions -> ``z``."""
+
+    DTYPE_REFERENCE = "z_proj.weight"
 
     def __init__(self, config: MARConfig, *, operations: Operations = nn, device=None, dtype=None,
                  compute_dtype: torch.dtype | None = None) -> None:
-        """``compute_dtype``: the activations' dtype when it differs from the weights' (ComfyUI's manual_cast)."""
-        super().__init__()
-        self.config = config
-        self.compute_dtype = compute_dtype
+        super().__init__(config, compute_dtype)
         ops, factory = operations, {"device": device, "dtype": dtype}
         enc, dec, rows = config.encoder_embed_dim, config.decoder_embed_dim, config.seq_len + config.buffer_size
         self.class_emb = ops.Embedding(config.class_num, enc, **factory)
@@ -215,10 +214,6 @@ class MAR(nn.Module):
         self.decoder_norm = ops.LayerNorm(dec, eps=NORM_EPS, **factory)
         self.diffusion_pos_embed_learned = nn.Parameter(torch.empty(1, config.seq_len, dec, **factory))
         self.diffloss = DiffLoss(config, ops, **factory)
-
-    @property
-    def activation_dtype(self) -> torch.dtype:
-        return self.compute_dtype or self.z_proj.weight.dtype
 
     def class_embedding(self, labels: Tensor | None, batch: int) -> Tensor:
         """``class_emb(labels)`` (B, D_enc), or the learned null embedding ``fake_latent`` when ``labels`` is None."""

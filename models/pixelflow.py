@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..kernels.attention import attention, padding_bias
 from ..kernels.embeddings import sinusoidal_embedding
 from ..kernels.rope import apply_pixelflow_rope
-from . import Operations
+from . import Operations, ReleasedModel
 
 SINUSOID_DIM = 256  # diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)
 NORM_EPS = 1e-6
@@ -155,8 +155,10 @@ class TransformerBlock(nn.Module):
         return x + gate_mlp * self.mlp(self.norm3(x) * (1 + scale_mlp) + shift_mlp)
 
 
-class PixelFlowModel(nn.Module):
+class PixelFlowModel(ReleasedModel):
     """Velocity in stage-local time for pixels ``[B, C, H, W]`` at one cascade stage."""
+
+    DTYPE_REFERENCE = "proj_out_1.weight"
 
     def __init__(
         self,
@@ -167,11 +169,7 @@ class PixelFlowModel(nn.Module):
         dtype: torch.dtype | None = None,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
-        """``operations`` builds the layers (``torch.nn`` or ComfyUI's casting ops); ``compute_dtype`` is the dtype
-        activations run in when it differs from the weights' (ComfyUI's ``manual_cast``), else the weight dtype."""
-        super().__init__()
-        self.config = config
-        self.compute_dtype = compute_dtype
+        super().__init__(config, compute_dtype)
         ops, factory, width = operations, {"device": device, "dtype": dtype}, config.hidden_size
         self.patch_embed = PatchEmbed(config, ops, **factory)
         self.timestep_embedder = EmbeddingMLP(width, ops, **factory)
@@ -182,10 +180,6 @@ class PixelFlowModel(nn.Module):
         self.norm_out = ops.LayerNorm(width, eps=NORM_EPS, elementwise_affine=False, **factory)
         self.proj_out_1 = ops.Linear(width, 2 * width, **factory)
         self.proj_out_2 = ops.Linear(width, config.patch_size**2 * config.out_channels, **factory)
-
-    @property
-    def activation_dtype(self) -> torch.dtype:
-        return self.compute_dtype or self.proj_out_1.weight.dtype
 
     def conditioning(self, timestep: Tensor, latent_size: Tensor, class_labels: Tensor | None) -> Tensor:
         """``MLP_t(sinus(t)) (+ class row) + MLP_ls(sinus(G))`` -> (B, D)."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import Operations
+from . import Operations, ReleasedModel
 from .ldm_blocks import AttnBlock, Downsample, ResnetBlock, Upsample, group_norm
 
 USAGE_BUFFER = 65536  # ``codebook_used``: a training statistic the checkpoint carries, fixed size officially
@@ -183,8 +183,10 @@ class VectorQuantizer(nn.Module):
         return self.codebook(indices.device)[indices].permute(0, 3, 1, 2)
 
 
-class VQModel(nn.Module):
+class VQModel(ReleasedModel):
     """Images [-1, 1] <-> token grids; ``encode_indices`` and ``decode_indices`` are what ARPG needs."""
+
+    DTYPE_REFERENCE = "quant_conv.weight"
 
     def __init__(
         self,
@@ -195,21 +197,13 @@ class VQModel(nn.Module):
         dtype: torch.dtype | None = None,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
-        """``operations`` builds the layers (``torch.nn`` or ComfyUI's casting ops); ``compute_dtype`` is the dtype
-        activations run in when it differs from the weights' (ComfyUI's ``manual_cast``), else the weight dtype."""
-        super().__init__()
-        self.config = config
-        self.compute_dtype = compute_dtype
+        super().__init__(config, compute_dtype)
         ops, factory = operations, {"device": device, "dtype": dtype}
         self.encoder = Encoder(config, ops, **factory)
         self.decoder = Decoder(config, ops, **factory)
         self.quantize = VectorQuantizer(config, ops, **factory)
         self.quant_conv = ops.Conv2d(config.z_channels, config.codebook_embed_dim, 1, **factory)
         self.post_quant_conv = ops.Conv2d(config.codebook_embed_dim, config.z_channels, 1, **factory)
-
-    @property
-    def activation_dtype(self) -> torch.dtype:
-        return self.compute_dtype or self.quant_conv.weight.dtype
 
     def encode_indices(self, images: Tensor) -> Tensor:
         """Token grid (B, H/16, W/16) int64 of ``images`` (B, 3, H, W) in [-1, 1]."""
