@@ -15,19 +15,18 @@ import torch.nn.functional as F
 
 from ..models.arpg import ARPGConfig
 from ..models.arpg_release import load_arpg, load_vq
-from ..models.families import FAMILIES
 from ..models.vq16 import VQConfig, VQModel
 from ..samplers.arpg import DecodeSettings, KnownTokens, check_labels, sample_arpg
 from ..samplers.arpg_draws import SeededDraws
 from ..samplers.arpg_schedule import CFG_SCHEDULES, DECODE_SCHEDULES
 from ..samplers.pixels import image_to_pixels, pixels_to_image
 from .runtime import folders, host
-from .runtime.devices import DTYPE_CHOICES, choose_dtype, compute_device, intermediate_device, layer_operations
+from .common import plan_load, seed_input
+from .runtime.devices import DTYPE_CHOICES, intermediate_device
 from .runtime.patcher import load_models, wrap_module
 from .runtime.progress import Progress
 
 CATEGORY = "FlowAR/ARPG"
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MASK_THRESHOLD = 0.5  # a token is regenerated when any pixel of its patch has mask >= this
 PREVIEWS_PER_RUN = 8  # decoding a preview costs one tokenizer pass; show at most this many per run
 UNDECIDED_GRAY = 0.5
@@ -154,12 +153,9 @@ def load_wrapped(folder: str, name: str, dtype: str, loader: Callable, *, auto: 
                  ) -> tuple[object, object, str]:
     """Find ``name`` in ``models/<folder>``, load it in the chosen dtype with ComfyUI's casting ops and wrap it for
     the memory manager; returns (patcher, config, where the config came from). ``auto`` overrides ComfyUI's choice."""
-    path = folders.resolve(folder, name, where_to_get=FAMILIES[folder].where_to_get)
-    device = compute_device()
-    weight_dtype = auto if dtype == "auto" and auto is not None else choose_dtype(dtype, device)
-    operations, compute_dtype = layer_operations(weight_dtype, device)
-    model, source = loader(path, dtype=weight_dtype, operations=operations, compute_dtype=compute_dtype)
-    return wrap_module(model, load_device=device), model.config, source
+    plan = plan_load(folder, name, dtype, family=folder, auto=auto)
+    model, source = loader(plan.path, **plan.build_options)
+    return wrap_module(model, load_device=plan.device), model.config, source
 
 
 class FlowARARPGLoader:
@@ -282,8 +278,7 @@ class FlowARARPGSampler:
             "required": {
                 "model": ("ARPG_MODEL", {"tooltip": "From the ARPG Loader."}),
                 "vq": ("VQ_TOKENIZER", {"tooltip": "From the VQ Tokenizer Loader (vq_ds16_c2i.pt)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Same seed, same images (order and tokens are drawn on the CPU)."}),
+                "seed": seed_input("Same seed, same images (order and tokens are drawn on the CPU)."),
                 "steps": ("INT", {"default": 64, "min": 1, "max": 4096,
                                   "tooltip": "Decoding steps (64 in the paper; 32 also works). Editing a few tokens uses "
                                              "at most one step per token; ignored by the raster schedule."}),

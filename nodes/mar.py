@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.families import FAMILIES
 from ..models.kl16 import AutoencoderKL
 from ..models.mar import MAR, patchify, unpatchify
 from ..models.mar_release import WEIGHT_CHOICES, load_kl16, load_mar
@@ -20,12 +19,12 @@ from ..samplers.mar import CFG_SCHEDULES, KnownTokens, SeededMARNoise, sample_ma
 from ..samplers.mar_diffusion import diffusion_schedule
 from ..samplers.pixels import image_to_pixels, pixels_to_image
 from .runtime import folders
-from .runtime.devices import DTYPE_CHOICES, choose_dtype, compute_device, intermediate_device, layer_operations
+from .common import plan_load, seed_input
+from .runtime.devices import DTYPE_CHOICES, intermediate_device
 from .runtime.patcher import load_models, wrap_module
 from .runtime.progress import Progress
 
 CATEGORY = "FlowAR/MAR"
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MASK_THRESHOLD = 0.5  # a token is regenerated when any pixel of its patch is masked above this
 
 
@@ -109,13 +108,9 @@ class FlowARMARLoader:
         }
 
     def load(self, ckpt_name: str, weights: str, dtype: str) -> tuple[MARHandle]:
-        path = folders.resolve("mar", ckpt_name, where_to_get=FAMILIES["mar"].where_to_get)
-        device = compute_device()
-        weight_dtype = choose_dtype(dtype, device)
-        operations, compute_dtype = layer_operations(weight_dtype, device)
-        model, source = load_mar(path, weights=weights, dtype=weight_dtype, operations=operations,
-                                 compute_dtype=compute_dtype)
-        return (MARHandle(wrap_module(model, load_device=device), source),)
+        plan = plan_load("mar", ckpt_name, dtype, family="mar")
+        model, source = load_mar(plan.path, weights=weights, **plan.build_options)
+        return (MARHandle(wrap_module(model, load_device=plan.device), source),)
 
 
 class FlowARMARVAELoader:
@@ -136,12 +131,9 @@ class FlowARMARVAELoader:
         }
 
     def load(self, vae_name: str, dtype: str) -> tuple[KL16Handle]:
-        path = folders.resolve("vq", vae_name, where_to_get=FAMILIES["kl16"].where_to_get)
-        device = compute_device()
-        weight_dtype = choose_dtype(dtype, device)
-        operations, compute_dtype = layer_operations(weight_dtype, device)
-        vae, _ = load_kl16(path, dtype=weight_dtype, operations=operations)
-        return (KL16Handle(wrap_module(vae, load_device=device), compute_dtype),)
+        plan = plan_load("vq", vae_name, dtype, family="kl16")
+        vae, _ = load_kl16(plan.path, dtype=plan.dtype, operations=plan.operations)
+        return (KL16Handle(wrap_module(vae, load_device=plan.device), plan.compute_dtype),)
 
 
 def check_pair(model: MAR, vae: AutoencoderKL) -> None:
@@ -171,8 +163,7 @@ class FlowARMARSampler:
             "required": {
                 "model": ("MAR_MODEL", {"tooltip": "From the MAR Loader."}),
                 "vae": ("MAR_VAE", {"tooltip": "From the MAR VAE Loader (kl16.ckpt)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Drives the random orders and all diffusion noise."}),
+                "seed": seed_input("Drives the random orders and all diffusion noise."),
                 "num_iter": ("INT", {"default": 64, "min": 1, "max": 1024,
                                      "tooltip": "Autoregressive iterations (demo 64; paper 256 = one token each)."}),
                 "cfg": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 20.0, "step": 0.1, "round": 0.01,

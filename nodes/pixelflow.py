@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.families import FAMILIES
 from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow_release import PixelFlowRelease, load_pixelflow
 from ..samplers.cascade import check_size, sample_cascade
@@ -24,7 +23,8 @@ from ..samplers.pixelflow_guidance import GUIDANCE_SCHEDULES, ClassCondition, Gu
 from ..samplers.pixelflow_schedule import cascade_schedule
 from ..samplers.pixels import image_to_pixels, pixels_to_image
 from .runtime import folders
-from .runtime.devices import DTYPE_CHOICES, choose_dtype, compute_device, intermediate_device, layer_operations
+from .common import plan_load, seed_input
+from .runtime.devices import DTYPE_CHOICES, intermediate_device
 from .runtime.patcher import load_models, wrap_module
 from .runtime.progress import Progress
 
@@ -33,7 +33,6 @@ T5_FOLDER = "text_encoders"
 T5_WHERE_TO_GET = ("Hugging Face google/flan-t5-xl (the whole folder with config.json, or an encoder-only "
                    ".safetensors) into ComfyUI/models/text_encoders")
 T5_DTYPES = ("fp32", "bf16")
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 SEARCH_SEED_SALT = 0x5EA2C4  # the search draws from its own stream, not a copy of the cascade's
 
 
@@ -78,13 +77,9 @@ class FlowARPixelFlowLoader:
         }
 
     def load(self, ckpt_name: str, dtype: str) -> tuple[PixelFlowHandle]:
-        path = folders.resolve("pixelflow", ckpt_name, where_to_get=FAMILIES["pixelflow"].where_to_get)
-        device = compute_device()
-        weight_dtype = choose_dtype(dtype, device)
-        operations, compute_dtype = layer_operations(weight_dtype, device)
-        model, release, source = load_pixelflow(path, dtype=weight_dtype, operations=operations,
-                                                compute_dtype=compute_dtype)
-        return (PixelFlowHandle(wrap_module(model, load_device=device), release, source),)
+        plan = plan_load("pixelflow", ckpt_name, dtype, family="pixelflow")
+        model, release, source = load_pixelflow(plan.path, **plan.build_options)
+        return (PixelFlowHandle(wrap_module(model, load_device=plan.device), release, source),)
 
 
 class FlowARFlanT5Loader:
@@ -209,8 +204,7 @@ class FlowARPixelFlowSampler:
         return {
             "required": {
                 "model": ("PIXELFLOW_MODEL", {"tooltip": "From the PixelFlow Loader."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Same seed, same images (noise is drawn on the CPU)."}),
+                "seed": seed_input("Same seed, same images (noise is drawn on the CPU)."),
                 "steps": ("INT", {"default": 10, "min": 1, "max": 200,
                                   "tooltip": "Steps per stage (the official demo uses 10, the FID evaluation 30)."}),
                 "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,

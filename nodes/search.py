@@ -31,6 +31,7 @@ from ..samplers.flow_search_settings import FINISHES, METHODS, SearchSettings, s
 from ..samplers.flow_sde import DEFAULT_DIFFUSION_NORM
 from ..samplers.pixels import pixels_to_image
 from ..samplers.trace import Trace
+from .common import seed_input
 from .rewards import Reward
 from .runtime import host
 from .runtime.messages import progress_text, send_event
@@ -40,7 +41,6 @@ CATEGORY = "FlowAR/Search"
 STATEFUL_WRAPPERS = ("easycache", "lazycache")
 STATEFUL_MODULES = ("nodes_apg",)
 TRACE_EVENT = "flowar.search.trace"
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
 def stateful_patches(model_options: dict) -> list[str]:
@@ -237,8 +237,7 @@ class FlowARFlowSearch:
                 "latent_image": ("LATENT", {"tooltip": "Empty latent: size and batch (one search per image)."}),
                 "vae": ("VAE", {"tooltip": "The model's VAE (decodes x0 predictions for the reward)."}),
                 "reward": ("REWARD", {"tooltip": "What to search for (a Reward node)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Seeds the initial noise and every search draw."}),
+                "seed": seed_input("Seeds the initial noise and every search draw."),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
                                   "tooltip": "Classifier-free guidance (1 for FLUX; its guidance is FluxGuidance)."}),
                 **search_inputs(),
