@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +16,8 @@ from flowar.models.pixelflow_release import load_pixelflow
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.cascade import noised_entry
 from flowar.samplers.pixelflow_schedule import cascade_schedule
-from flowar.train.pixelflow_c2i import TrainSettings, save_release, train, world_batch
+from flowar.train.pixelflow_c2i import c2i_task
+from flowar.train.pixelflow_training import TrainSettings, learning_rate_factor, save_release, train, world_batch
 from flowar.train.pixelflow_eval import class_accuracy, score
 from flowar.train.pixelflow_objective import drop_labels, stage_batch, training_batches
 from flowar.train.shapes_world import generate_many, image_batch
@@ -24,10 +26,12 @@ from support.fixtures import REPO_ROOT
 MICRO = PixelFlowConfig(num_attention_heads=2, attention_head_dim=8, depth=1, patch_size=2, num_classes=12)
 SCHEDULE = cascade_schedule(1000, 2)  # 16 -> 32 px
 QUICK = TrainSettings(batch_size=8, lr=3e-3, warmup_steps=5, log_every=1)
+C2I = c2i_task(MICRO)
 
 
 def test_stage_batch_is_the_cascade_training_state_and_the_official_target() -> None:
-    images, labels = world_batch(seed=0, step=0, batch_size=4)
+    images, samples = world_batch(seed=0, step=0, batch_size=4)
+    labels = torch.tensor([sample.class_index for sample in samples])
     stage, n = 0, SCHEDULE.num_train_timesteps
     batch = stage_batch(images, labels, SCHEDULE, stage, torch.Generator().manual_seed(5))
     replay = torch.Generator().manual_seed(5)  # the draws in stage_batch's order: table indices, then noise
@@ -47,7 +51,8 @@ def test_stage_batch_is_the_cascade_training_state_and_the_official_target() -> 
 
 
 def test_batches_split_evenly_over_stages_and_drop_a_tenth_of_the_labels() -> None:
-    images, labels = world_batch(seed=1, step=0, batch_size=10)
+    images, samples = world_batch(seed=1, step=0, batch_size=10)
+    labels = torch.tensor([sample.class_index for sample in samples])
     batches = training_batches(images, labels, SCHEDULE, 12, torch.Generator().manual_seed(0))
     assert [b.stage for b in batches] == [0, 1] and [len(b.labels) for b in batches] == [5, 5]
     assert [b.x_t.shape[-1] for b in batches] == [16, 32]
@@ -56,24 +61,34 @@ def test_batches_split_evenly_over_stages_and_drop_a_tenth_of_the_labels() -> No
 
 
 def test_same_seed_same_first_loss_and_the_loss_falls() -> None:
-    first = train(MICRO, SCHEDULE, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses[0]
-    assert first == train(MICRO, SCHEDULE, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses[0]
-    assert first != train(MICRO, SCHEDULE, seed=1, steps=1, settings=QUICK, log=lambda _: None).losses[0]
+    first = train(C2I, SCHEDULE, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses[0]
+    assert first == train(C2I, SCHEDULE, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses[0]
+    assert first != train(C2I, SCHEDULE, seed=1, steps=1, settings=QUICK, log=lambda _: None).losses[0]
     lines: list[str] = []
-    losses = train(MICRO, SCHEDULE, seed=0, steps=50, settings=QUICK, log=lines.append).losses
+    losses = train(C2I, SCHEDULE, seed=0, steps=50, settings=QUICK, log=lines.append).losses
     assert len(losses) == 50 and len(lines) == 50 and lines[-1].startswith("step 50  loss ")
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
 
 
+def test_learning_rate_warms_up_then_falls_to_zero_along_a_half_cosine() -> None:
+    settings = TrainSettings(warmup_steps=10)
+    factors = [learning_rate_factor(step, settings, 110) for step in range(110)]
+    assert factors[0] == 0.1 and factors[9] == 1.0 and factors[10] == 1.0
+    assert factors[60] == pytest.approx(0.5) and factors[-1] < 1e-3
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert learning_rate_factor(500, settings, None) == 1.0  # a run bounded by minutes keeps a constant rate
+    assert learning_rate_factor(50, TrainSettings(warmup_steps=10, cosine_decay=False), 110) == 1.0
+
+
 def test_saved_folder_loads_through_the_loaders_and_samples(models_dir: Path) -> None:
-    result = train(MICRO, SCHEDULE, seed=0, steps=2, settings=QUICK, log=lambda _: None)
+    result = train(C2I, SCHEDULE, seed=0, steps=2, settings=QUICK, log=lambda _: None)
     folder = models_dir / "pixelflow" / "shapes-micro"
-    weights = save_release(result.ema, SCHEDULE, folder, resolution=32, provenance={"seed": 0})
+    weights = save_release(result.ema["pixelflow"], SCHEDULE, folder, resolution=32, provenance={"seed": 0})
     assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "model.safetensors"]
     model, release, source = load_pixelflow(weights)
     assert source.endswith("config.yaml") and release.model == MICRO
     assert (release.num_stages, release.resolution, release.null_label) == (2, 32, 12)
-    for name, value in result.ema.state_dict().items():
+    for name, value in result.ema["pixelflow"].state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
     name = "shapes-micro/model.safetensors"
     assert name in FlowARPixelFlowLoader.INPUT_TYPES()["required"]["ckpt_name"][0]

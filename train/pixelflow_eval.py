@@ -1,11 +1,13 @@
-"""Class accuracy of a class-to-image PixelFlow on the shapes world, sampled with the pack's own cascade sampler.
+"""Accuracy of the built-in PixelFlow models on the shapes world, sampled with the pack's own cascade sampler.
 
-A sample is correct when the analyser finds 1 to 4 objects and every one has the requested shape and colour
-(issue 8's measure). Sampling uses the sampler node's defaults: Euler, 10 steps per stage, shift 1, cfg 4 with
-the official class ramp where the model has the 4 stages it is defined for, else the ``linear`` ramp (1 at the
-first stage up to cfg at the last), since the official table has no entries for other stage counts.
+Class-to-image: a sample is correct when the analyser finds 1 to 4 objects and every one has the requested shape
+and colour. Text-to-image (count accuracy): when it finds exactly the caption's number of the caption's class and
+nothing else (issue 8's measures). Sampling uses the sampler node's defaults: Euler, 10 steps per stage, shift 1,
+cfg 4 with the official schedule (class models: the 4-stage ramp where the model has 4 stages, else the ``linear``
+ramp, since the official table has no entries for other stage counts; text models: constant), empty negative prompt.
 
-Run from the repository root: ``python -m train.pixelflow_eval builtin/pixelflow/shapes-c2i --samples 240``.
+Run from the repository root: ``python -m train.pixelflow_eval builtin/pixelflow/shapes-c2i --samples 240`` (a
+text-to-image model also takes ``--text-encoder builtin/text_encoders/shapes-t5``).
 """
 
 from __future__ import annotations
@@ -17,26 +19,30 @@ if __name__ == "__main__" and __package__ == "train":  # python -m train.pixelfl
     raise SystemExit
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow import PixelFlowModel
 from ..models.pixelflow_release import load_pixelflow
-from ..models.shapes import CLASS_NAMES, COUNTS, SHAPES, class_parts
+from ..models.rewards.shapes_count import ShapesCountReward
+from ..models.shapes import CAPTIONS, CLASS_NAMES, COLOURS, COUNTS, SHAPES, class_parts, parse_caption
 from ..models.shapes_analyser import analyse
 from ..samplers.cascade import sample_cascade
 from ..samplers.cascade_noise import SeededCascadeNoise
-from ..samplers.cascade_stage import euler_stage
+from ..samplers.cascade_stage import StageSolver, euler_stage
 from ..samplers.pixelflow_guidance import OFFICIAL_CLASS_STAGE_WEIGHTS, ClassCondition, GuidedVelocity, \
-    stage_guidance
+    TextCondition, stage_guidance
 from ..samplers.pixelflow_schedule import CascadeSchedule, cascade_schedule
 from ..samplers.pixels import pixels_to_image
 
 STEPS_PER_STAGE = 10
 CFG = 4.0
 SIZE = 32
+PROMPT_TOKENS = 16  # the tiny T5's tokenizer length (padding beyond it changes nothing: it is masked)
 
 
 @dataclass(frozen=True)
@@ -57,30 +63,70 @@ def guidance_schedule(num_stages: int) -> str:
     return "official" if num_stages == len(OFFICIAL_CLASS_STAGE_WEIGHTS) else "linear"
 
 
-def sample_classes(model: PixelFlowModel, schedule: CascadeSchedule, labels: torch.Tensor, seed: int) -> torch.Tensor:
-    """IMAGE ``[B, 32, 32, 3]`` in 0..1 for class ``labels`` ``[B]``, one seeded cascade run for the batch."""
-    stages = schedule.num_stages
-    guidance = stage_guidance(CFG, stages, guidance_schedule(stages), class_conditional=True)
-    velocity = GuidedVelocity(model, ClassCondition(labels, model.config.num_classes), guidance,
-                              patch_size=model.config.patch_size, head_dim=model.config.attention_head_dim,
-                              use_cfg=True)
+def sample_cascade_images(model: PixelFlowModel, schedule: CascadeSchedule, condition: ClassCondition | TextCondition,
+                          seed: int, solvers: Sequence[StageSolver] | None = None) -> torch.Tensor:
+    """IMAGE ``[B, 32, 32, 3]`` in 0..1, one seeded cascade run for the batch at the sampler node's defaults
+    (``solvers`` replaces the Euler stages, e.g. a reward search in the final one)."""
+    stages, class_conditional = schedule.num_stages, isinstance(condition, ClassCondition)
+    schedule_name = guidance_schedule(stages) if class_conditional else "official"
+    guidance = stage_guidance(CFG, stages, schedule_name, class_conditional=class_conditional)
+    velocity = GuidedVelocity(model, condition, guidance, patch_size=model.config.patch_size,
+                              head_dim=model.config.attention_head_dim, use_cfg=True)
+    batch = len(condition.labels) if class_conditional else len(condition.context)
     with torch.no_grad():
-        pixels = sample_cascade(velocity, schedule, batch=len(labels), size=SIZE, steps=[STEPS_PER_STAGE] * stages,
+        pixels = sample_cascade(velocity, schedule, batch=batch, size=SIZE, steps=[STEPS_PER_STAGE] * stages,
                                 shift=1.0, noise=SeededCascadeNoise(seed, schedule.gamma),
-                                solvers=[euler_stage] * stages, device=torch.device("cpu"))
+                                solvers=list(solvers or [euler_stage] * stages), device=torch.device("cpu"))
     return pixels_to_image(pixels)
 
 
+def sample_classes(model: PixelFlowModel, schedule: CascadeSchedule, labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """IMAGE ``[B, 32, 32, 3]`` for class ``labels`` ``[B]``."""
+    return sample_cascade_images(model, schedule, ClassCondition(labels, model.config.num_classes), seed)
+
+
+def text_condition(encoder: T5TextEncoder, prompts: Sequence[str]) -> TextCondition:
+    """The prompts and the empty negative prompt (the official pipeline's), encoded as the Text Encode node does."""
+    context, mask = encoder.encode(["", *prompts], max_length=PROMPT_TOKENS)  # (1 + B, L, C), (1 + B, L)
+    count = len(prompts)
+    return TextCondition(context[1:], mask[1:], context[:1].expand(count, -1, -1), mask[:1].expand(count, -1))
+
+
+def sample_prompts(model: PixelFlowModel, encoder: T5TextEncoder, schedule: CascadeSchedule, prompts: Sequence[str],
+                   seed: int, solvers: Sequence[StageSolver] | None = None) -> torch.Tensor:
+    """IMAGE ``[B, 32, 32, 3]`` for ``prompts`` (B of them)."""
+    return sample_cascade_images(model, schedule, text_condition(encoder, prompts), seed, solvers)
+
+
 def score(images: torch.Tensor, labels: torch.Tensor) -> Accuracy:
-    """Judge ``images`` ``[B, 32, 32, 3]`` against their requested classes ``labels`` ``[B]`` with the analyser."""
-    per_shape = {shape: [0, 0] for shape in SHAPES}
+    """Judge ``images`` ``[B, 32, 32, 3]`` against their requested classes ``labels`` ``[B]`` with the analyser:
+    right when 1 to 4 objects are found and all have the requested shape and colour."""
+    right = []
     for objects, label in zip(analyse(images), labels.tolist()):
         shape, colour = class_parts(label)
-        right = len(objects) in COUNTS and all(o.shape == shape and o.colour == colour for o in objects)
-        per_shape[shape][0] += right
+        right.append(len(objects) in COUNTS and all(o.shape == shape and o.colour == colour for o in objects))
+    return tally(right, [class_parts(label)[0] for label in labels.tolist()])
+
+
+def score_counts(images: torch.Tensor, prompts: Sequence[str]) -> Accuracy:
+    """Judge ``images`` against captions: right when the analyser finds exactly the requested number of the
+    requested class and nothing else (the shape-count reward's exact mode)."""
+    exact = ShapesCountReward("exact")
+    right = [bool(exact.score(image[None], prompt)[0]) for image, prompt in zip(images, prompts)]
+    return tally(right, [parse_shape(prompt) for prompt in prompts])
+
+
+def parse_shape(prompt: str) -> str:
+    """The shape a world caption asks for."""
+    return SHAPES[int(parse_caption(prompt).nonzero()[0, 0]) // len(COLOURS)]
+
+
+def tally(right: Sequence[bool], shapes: Sequence[str]) -> Accuracy:
+    per_shape = {shape: [0, 0] for shape in SHAPES}
+    for ok, shape in zip(right, shapes):
+        per_shape[shape][0] += ok
         per_shape[shape][1] += 1
-    correct = sum(right for right, _ in per_shape.values())
-    return Accuracy(correct, len(labels), {shape: (c, t) for shape, (c, t) in per_shape.items()})
+    return Accuracy(sum(right), len(right), {shape: (c, t) for shape, (c, t) in per_shape.items()})
 
 
 def class_accuracy(model: PixelFlowModel, schedule: CascadeSchedule, *, samples: int, seed: int = 0,
@@ -93,20 +139,36 @@ def class_accuracy(model: PixelFlowModel, schedule: CascadeSchedule, *, samples:
     return score(images, labels)
 
 
-def format_accuracy(accuracy: Accuracy) -> str:
+def count_accuracy(model: PixelFlowModel, encoder: T5TextEncoder, schedule: CascadeSchedule, *, samples: int,
+                   seed: int = 0, batch: int = 24) -> Accuracy:
+    """Sample ``samples`` images, captions in turn, batch ``k`` with noise seed ``seed + k``, and score them."""
+    prompts = [CAPTIONS[k % len(CAPTIONS)] for k in range(samples)]
+    chunks = [prompts[k:k + batch] for k in range(0, samples, batch)]
+    images = torch.cat([sample_prompts(model, encoder, schedule, chunk, seed + k) for k, chunk in enumerate(chunks)])
+    return score_counts(images, prompts)
+
+
+def format_accuracy(accuracy: Accuracy, measure: str = "class") -> str:
     shapes = ", ".join(f"{shape} {c / t:.0%} ({c}/{t})" for shape, (c, t) in accuracy.per_shape.items() if t)
-    return f"class accuracy {accuracy.overall:.1%} ({accuracy.correct}/{accuracy.total}); {shapes}"
+    return f"{measure} accuracy {accuracy.overall:.1%} ({accuracy.correct}/{accuracy.total}); {shapes}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="folder with model.safetensors and config.yaml")
+    parser.add_argument("--text-encoder", type=Path, default=None, help="the tiny T5 folder, for text-to-image")
     parser.add_argument("--samples", type=int, default=240)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     model, release, _ = load_pixelflow(args.folder / "model.safetensors")
     schedule = cascade_schedule(release.num_train_timesteps, release.num_stages)
-    print(format_accuracy(class_accuracy(model, schedule, samples=args.samples, seed=args.seed)))
+    if release.class_conditional:
+        print(format_accuracy(class_accuracy(model, schedule, samples=args.samples, seed=args.seed)))
+        return
+    if args.text_encoder is None:
+        raise SystemExit("a text-to-image model needs --text-encoder FOLDER")
+    encoder = load_t5_encoder(args.text_encoder)
+    print(format_accuracy(count_accuracy(model, encoder, schedule, samples=args.samples, seed=args.seed), "count"))
 
 
 if __name__ == "__main__":

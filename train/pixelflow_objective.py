@@ -10,6 +10,7 @@ The loss is the mean squared error over every pixel of the batch, as the packed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ class StageBatch:
     timesteps: Tensor  # (b,) float32 global timesteps (0..N-1 scale)
     local_t: Tensor  # (b,) float64 local times i / N
     target: Tensor  # (b, C, r, r) velocity end - start
-    labels: Tensor  # (b,) long, some replaced by the null class
+    labels: Tensor  # (b,) long class (or caption) indices, some replaced by the null one
 
 
 def stage_batch(images: Tensor, labels: Tensor, schedule: CascadeSchedule, stage: int,
@@ -67,14 +68,19 @@ def training_batches(images: Tensor, labels: Tensor, schedule: CascadeSchedule, 
             for s in range(schedule.num_stages) if (stages == s).any()]
 
 
-def flow_loss(model: PixelFlowModel, batches: list[StageBatch]) -> Tensor:
-    """Mean squared velocity error over every pixel of all stage batches (one forward per stage)."""
+def flow_loss(model: PixelFlowModel, batches: list[StageBatch],
+              condition: Callable[[Tensor], dict[str, Tensor]] | None = None) -> Tensor:
+    """Mean squared velocity error over every pixel of all stage batches (one forward per stage).
+
+    ``condition`` maps a stage batch's labels to the model's conditioning keywords (text-to-image: the encoded
+    captions); by default the labels are class labels."""
+    condition = condition or (lambda labels: {"class_labels": labels})
     config, squared, count = model.config, torch.zeros(()), 0
     for batch in batches:
         grid = batch.x_t.shape[-1] // config.patch_size
         predicted = model(batch.x_t, batch.timesteps, latent_size=torch.tensor([grid], dtype=torch.int32),
                           pos_embed=pixelflow_rope_table(grid, config.attention_head_dim),
-                          class_labels=batch.labels)  # (b, C, r, r)
+                          **condition(batch.labels))  # (b, C, r, r)
         squared = squared + F.mse_loss(predicted, batch.target, reduction="sum")
         count += batch.target.numel()
     return squared / count

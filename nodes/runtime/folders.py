@@ -57,20 +57,22 @@ def builtin_dir(folder: str) -> Path:
     return BUILTIN_ROOT / folder
 
 
-def _files_under(root: Path) -> list[str]:
+def _walk(root: Path) -> list[Path]:
+    """Every file under ``root``, following linked folders as ComfyUI's own listing does (users link model
+    folders kept on other drives)."""
     if not root.is_dir():
         return []
-    return sorted(
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES
-    )
+    return [Path(folder) / name for folder, _, names in os.walk(root, followlinks=True) for name in names]
+
+
+def _files_under(root: Path) -> list[str]:
+    return sorted(path.relative_to(root).as_posix() for path in _walk(root)
+                  if path.suffix.lower() in CHECKPOINT_SUFFIXES)
 
 
 def _config_dirs_under(root: Path) -> list[str]:
-    if not root.is_dir():
-        return []
-    return sorted(path.parent.relative_to(root).as_posix() for path in root.rglob(HF_CONFIG) if path.parent != root)
+    return sorted(path.parent.relative_to(root).as_posix() for path in _walk(root)
+                  if path.name == HF_CONFIG and path.parent != root)
 
 
 def shipped_t5_tokenizer_dirs() -> list[Path]:

@@ -130,3 +130,42 @@ def workflow_files() -> list[Path]:
 
 def manifest() -> dict[str, str]:
     return json.loads(MANIFEST.read_text())
+
+
+OUTPUT_NODES = ("SaveImage", "PreviewImage")  # core nodes a runnable workflow may end in: their images are returned
+
+
+def run_workflow(workflow: dict) -> dict[str, list]:
+    """Execute a UI-format workflow in this process, without ComfyUI: the pack's nodes run for real, in dependency
+    order, with their outputs linked as the server would link them; core image-saving nodes return the images they
+    were given instead of writing files. Returns ``{node id: [IMAGE, ...]}`` for those output nodes.
+
+    Any other core node makes the workflow need a real ComfyUI (the real-ComfyUI tier runs those)."""
+    from flowar import NODE_CLASS_MAPPINGS
+
+    prompt = converter().ui_to_api(workflow, node_definitions())
+    done: dict[str, tuple] = {}
+    saved: dict[str, list] = {}
+
+    def value(raw: Any) -> Any:
+        if isinstance(raw, list):  # a link [source id, output slot]
+            return evaluate(str(raw[0]))[raw[1]]
+        return raw["__value__"] if isinstance(raw, dict) and "__value__" in raw else raw
+
+    def evaluate(node_id: str) -> tuple:
+        if node_id not in done:
+            node = prompt[node_id]
+            kind, inputs = node["class_type"], {name: value(raw) for name, raw in node["inputs"].items()}
+            if kind in OUTPUT_NODES:
+                saved.setdefault(node_id, []).append(inputs["images"])
+                done[node_id] = ()
+            elif kind in NODE_CLASS_MAPPINGS:
+                cls = NODE_CLASS_MAPPINGS[kind]
+                done[node_id] = tuple(getattr(cls(), cls.FUNCTION)(**inputs))
+            else:
+                raise NotImplementedError(f"node {node_id} ({kind}) is a core node this runner cannot execute")
+        return done[node_id]
+
+    for node_id in prompt:
+        evaluate(node_id)
+    return saved
