@@ -7,7 +7,8 @@ cfg 4 with the official schedule (class models: the 4-stage ramp where the model
 ramp, since the official table has no entries for other stage counts; text models: constant), empty negative prompt.
 
 Run from the repository root: ``python -m train.pixelflow_eval builtin/pixelflow/shapes-c2i --samples 240`` (a
-text-to-image model also takes ``--text-encoder builtin/text_encoders/shapes-t5``).
+text-to-image model also takes ``--text-encoder builtin/text_encoders/shapes-t5``); ``--curve SNAPSHOTS`` evaluates
+every snapshot of a training run (accuracy against minutes).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow import PixelFlowModel
@@ -153,22 +155,48 @@ def format_accuracy(accuracy: Accuracy, measure: str = "class") -> str:
     return f"{measure} accuracy {accuracy.overall:.1%} ({accuracy.correct}/{accuracy.total}); {shapes}"
 
 
+def evaluate(folder: Path, text_encoder: Path | None, samples: int, seed: int) -> tuple[Accuracy, str]:
+    """The accuracy of the model saved in ``folder`` (class or count accuracy, by its kind) and the measure's name.
+    A text-to-image model takes its text encoder from ``text_encoder``, else from ``folder/text_encoder`` (where
+    training snapshots keep it)."""
+    model, release, _ = load_pixelflow(folder / "model.safetensors")
+    schedule = cascade_schedule(release.num_train_timesteps, release.num_stages)
+    if release.class_conditional:
+        return class_accuracy(model, schedule, samples=samples, seed=seed), "class"
+    encoder_folder = text_encoder or folder / "text_encoder"
+    if not encoder_folder.is_dir():
+        raise SystemExit(f"{folder} is a text-to-image model: give its tiny T5 folder with --text-encoder")
+    return count_accuracy(model, load_t5_encoder(encoder_folder), schedule, samples=samples, seed=seed), "count"
+
+
+def learning_curve(snapshots: Path, samples: int, seed: int) -> str:
+    """A markdown table of accuracy against training steps and minutes, one row per snapshot folder
+    (``step*/``, as ``--snapshots`` of the training scripts writes them)."""
+    rows = ["| steps | minutes | accuracy | per shape |", "|---|---|---|---|"]
+    for folder in sorted(snapshots.glob("step*")):
+        provenance = yaml.safe_load((folder / "config.yaml").read_text()).get("training", {})
+        accuracy, _ = evaluate(folder, None, samples, seed)
+        shapes = ", ".join(f"{shape} {c / t:.0%}" for shape, (c, t) in accuracy.per_shape.items() if t)
+        rows.append(f"| {provenance.get('steps', '?')} | {provenance.get('minutes', '?')} | "
+                    f"{accuracy.overall:.1%} ({accuracy.correct}/{accuracy.total}) | {shapes} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="folder with model.safetensors and config.yaml")
+    parser.add_argument("folder", type=Path, help="folder with model.safetensors and config.yaml, or with --curve "
+                                                  "the snapshots folder of a training run")
     parser.add_argument("--text-encoder", type=Path, default=None, help="the tiny T5 folder, for text-to-image")
     parser.add_argument("--samples", type=int, default=240)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curve", action="store_true", help="FOLDER holds snapshots: evaluate each one")
     args = parser.parse_args(argv)
-    model, release, _ = load_pixelflow(args.folder / "model.safetensors")
-    schedule = cascade_schedule(release.num_train_timesteps, release.num_stages)
-    if release.class_conditional:
-        print(format_accuracy(class_accuracy(model, schedule, samples=args.samples, seed=args.seed)))
+    if args.curve:
+        print(learning_curve(args.folder, args.samples, args.seed))
         return
-    if args.text_encoder is None:
-        raise SystemExit("a text-to-image model needs --text-encoder FOLDER")
-    encoder = load_t5_encoder(args.text_encoder)
-    print(format_accuracy(count_accuracy(model, encoder, schedule, samples=args.samples, seed=args.seed), "count"))
+    accuracy, measure = evaluate(args.folder, args.text_encoder, args.samples, args.seed)
+    print(format_accuracy(accuracy, measure))
 
 
 if __name__ == "__main__":
