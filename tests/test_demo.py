@@ -1,0 +1,52 @@
+"""``demo.py`` on micro models: the grid's size and contents, the printed accuracies, and a clear error for a missing
+model."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from support.fixtures import REPO_ROOT
+from test_quality_bench import micro_models
+
+spec = importlib.util.spec_from_file_location("flowar_demo", REPO_ROOT / "demo.py")
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return micro_models(tmp_path_factory.mktemp("micro"))
+
+
+def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = demo.main(["--out", str(tmp_path), *models, "--seeds", "2", "--multiplier", "2"])
+    printed = capsys.readouterr().out
+    assert path == tmp_path / "demo.png"
+    with Image.open(path) as grid:
+        assert grid.size == demo.grid_size(rows=5, sections=2)  # 2 class rows; plain, Best-of-N, RBF
+        pixels = torch.from_numpy(np.array(grid.convert("RGB"))).float()  # (H, W, 3)
+    model, schedule = demo.pixelflow.load_model(Path(models[1]))
+    image, nfe = demo.pixelflow.sample_class(model, schedule, 0, 0)  # first class, first seed
+    tile = pixels[demo.HEADER_HEIGHT:demo.HEADER_HEIGHT + demo.CELL, demo.LABEL_WIDTH:demo.LABEL_WIDTH + demo.CELL]
+    upscaled = image.repeat_interleave(demo.SCALE, 0).repeat_interleave(demo.SCALE, 1)  # (128, 128, 3)
+    assert nfe == 20 and torch.equal(tile / 255, upscaled)
+    assert re.search(r"class accuracy of the 24 images shown: \d+\.\d% \[", printed)
+    accuracies = re.search(r"count accuracy, 8 captions x 2 seeds .*: text -> image \(20 NFE\): .*\(\d+/16\); "
+                           r"Best-of-N \(40 NFE\): .*\(\d+/16\); RBF \(40 NFE\): .*\(\d+/16\)", printed)
+    assert accuracies, printed
+    assert "rows: class -> image seeds 0-11; class -> image seeds 12-23; text -> image 20 NFE" in printed
+    assert re.search(rf"wrote {re.escape(str(path))} in \d+ s in total", printed)
+
+
+def test_missing_model_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "model.safetensors"
+    with pytest.raises(SystemExit, match=f"no PixelFlow model at {re.escape(str(missing))}"):
+        demo.main(["--out", str(tmp_path), "--c2i", str(missing)])

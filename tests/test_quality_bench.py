@@ -1,0 +1,211 @@
+"""The quality benchmark (``bench/quality.py``) on micro models trained here for two steps: the manifest's exact
+format, NFE spent equal to the intended budgets, 32x32 PNGs that hold what was judged, determinism whatever the
+worker count, a failing worker's error, and the search settings chosen per budget."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowar.models.flan_t5 import load_t5_encoder
+from flowar.models.pixelflow import PixelFlowConfig
+from flowar.models.rewards.shapes_count import ShapesCountReward
+from flowar.models.shapes import CAPTIONS, CLASS_NAMES
+from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
+from flowar.samplers.pixelflow_schedule import cascade_schedule
+from flowar.train.pixelflow_c2i import c2i_task
+from flowar.train.pixelflow_eval import text_condition
+from flowar.train.pixelflow_t2i import save_text_encoder, t2i_task
+from flowar.train.pixelflow_training import TrainSettings, save_release, train
+from support.fixtures import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+import quality  # noqa: E402
+import pixelflow_sampling  # noqa: E402
+from quality_report import proportion, quantise, wilson, write_png  # noqa: E402
+
+SCHEDULE = cascade_schedule(1000, 2)  # 16 -> 32 px, as the built-in t2i model
+MICRO = dict(num_attention_heads=2, attention_head_dim=8, depth=1, patch_size=2)
+METHODS = ("bon", "smc", "sop", "rbf")
+MULTIPLIERS = (1, 2)
+TINY = ["--per-class", "1", "--per-caption", "1", "--captions", "2", "--multipliers", "1,2",
+        "--methods", ",".join(METHODS), "--workers", "1"]
+
+
+def micro_models(folder: Path) -> list[str]:
+    """Micro c2i and t2i PixelFlow models (2 stages) and a tiny T5, trained 2 steps; their bench/demo options."""
+    quick = TrainSettings(batch_size=4)
+    c2i = train(c2i_task(PixelFlowConfig(**MICRO, num_classes=12)), SCHEDULE, seed=0, steps=2, settings=quick,
+                log=lambda _: None)
+    t2i = train(t2i_task(PixelFlowConfig(**MICRO, cross_attention_dim=64, num_classes=0)), SCHEDULE, seed=0,
+                steps=2, settings=quick, log=lambda _: None)
+    c2i_weights = save_release(c2i.ema["pixelflow"], SCHEDULE, folder / "c2i", resolution=32, provenance={})
+    t2i_weights = save_release(t2i.ema["pixelflow"], SCHEDULE, folder / "t2i", resolution=32, provenance={})
+    save_text_encoder(t2i.ema["text_encoder"], folder / "t5")
+    return ["--c2i", str(c2i_weights), "--t2i", str(t2i_weights), "--text-encoder", str(folder / "t5")]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return micro_models(tmp_path_factory.mktemp("micro"))
+
+
+@pytest.fixture(scope="module")
+def first_run(models: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("quality")
+    return out, quality.main(["--family", "pixelflow", "--out", str(out), *models, *TINY])
+
+
+def test_manifest_lists_every_sample_with_the_nfe_it_was_given(first_run: tuple[Path, str]) -> None:
+    out, _ = first_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    c2i = [entry for entry in manifest if entry["mode"] == "c2i"]
+    t2i = [entry for entry in manifest if entry["mode"] == "t2i"]
+    assert len(c2i) + len(t2i) == len(manifest) == 12 + 2 * (1 + len(METHODS) * len(MULTIPLIERS))
+    for entry in c2i:
+        assert list(entry) == ["file", "family", "mode", "class_index", "method", "nfe", "seed"]
+        assert (entry["family"], entry["method"], entry["nfe"]) == ("pixelflow", "plain", 20)  # 2 stages x 10
+    assert [(e["class_index"], e["seed"]) for e in c2i] == [(k, k) for k in range(len(CLASS_NAMES))]
+    captions = {CAPTIONS[0], CAPTIONS[24]}  # 2 of the 48, evenly spread
+    budgets = {("plain", 20)} | {(method, 20 * k) for method in METHODS for k in MULTIPLIERS}
+    assert {(e["method"], e["nfe"]) for e in t2i} == budgets
+    for entry in t2i:
+        assert list(entry) == ["file", "family", "mode", "caption", "method", "nfe", "seed"]
+        assert entry["caption"] in captions and entry["seed"] == CAPTIONS.index(entry["caption"])  # paired seeds
+    for entry in manifest:
+        with Image.open(out / entry["file"]) as image:
+            assert (image.size, image.mode, image.format) == ((32, 32), "RGB", "PNG")
+    assert len({entry["file"] for entry in manifest}) == len(manifest)
+
+
+def test_summary_names_the_machine_and_every_row(first_run: tuple[Path, str]) -> None:
+    out, summary = first_run
+    assert (out / "summary.md").read_text() == summary
+    assert "machine: " in summary and f"torch {torch.__version__}" in summary
+    assert "| 12 | 20 | " in summary  # the c2i row: samples, NFE
+    for method in METHODS:
+        for k in MULTIPLIERS:
+            assert f"| {method} | {k}x | {20 * k} | " in summary
+    assert "| plain | 1x | 20 | Euler |" in summary
+    assert summary.count("/12) |") == 1  # the c2i accuracy over 12 samples
+    assert summary.count("/2) |") == 1 + len(METHODS) * len(MULTIPLIERS)  # each t2i row's, over 2 samples
+
+
+def test_two_workers_give_the_same_manifest_and_images(first_run: tuple[Path, str], models: list[str],
+                                                       tmp_path: Path) -> None:
+    """The same command again, its samples drawn by 2 worker processes: byte for byte what 1 process wrote."""
+    out, _ = first_run
+    summary = quality.main(["--family", "pixelflow", "--out", str(tmp_path), *models, *TINY, "--workers", "2"])
+    manifest = (out / "manifest.json").read_text()
+    assert (tmp_path / "manifest.json").read_text() == manifest
+    for entry in json.loads(manifest):
+        assert (tmp_path / entry["file"]).read_bytes() == (out / entry["file"]).read_bytes(), entry["file"]
+    assert "2 worker process(es) of 1 thread" in summary and "1 worker process(es)" in first_run[1]
+    assert tables_but_timings(summary) == tables_but_timings(first_run[1])
+    assert not list(tmp_path.glob(".shard-*"))  # the workers' records and logs are merged and removed
+
+
+def tables_but_timings(summary: str) -> list[str]:
+    """The summary's table rows without their last cell, s/image."""
+    return [line.rsplit("|", 2)[0] for line in summary.splitlines() if line.startswith("|")]
+
+
+def test_a_failing_worker_stops_the_run_with_its_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "model.safetensors"
+    with pytest.raises(SystemExit, match=rf"(?s)worker [12]/2 failed \(exit status 1\):.*no PixelFlow model at "
+                                         rf"{re.escape(str(missing))}"):
+        quality.main(["--family", "pixelflow", "--out", str(tmp_path), "--c2i", str(missing), "--modes", "c2i",
+                      "--workers", "2"])
+    assert not list(tmp_path.glob(".shard-*"))
+
+
+def test_the_seed_reproduces_a_sample_through_the_sampler_node(first_run: tuple[Path, str], models: list[str],
+                                                               models_dir: Path) -> None:
+    """The manifest's seed, given to the PixelFlow Sampler node with batch 1 (and, for a search whose settings the
+    node can express, its reward and budget), gives the very image in the PNG."""
+    out, _ = first_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name, weights in (("micro-c2i", models[1]), ("micro-t2i", models[3])):
+        shutil.copytree(Path(weights).parent, models_dir / "pixelflow" / name)
+    c2i = FlowARPixelFlowLoader().load("micro-c2i/model.safetensors", "fp32")[0]
+    t2i = FlowARPixelFlowLoader().load("micro-t2i/model.safetensors", "fp32")[0]
+    defaults = dict(steps=10, cfg=4.0, shift=1.0, solver="euler", size=32, batch_size=1)
+    entry = next(e for e in manifest if e["mode"] == "c2i" and e["class_index"] == 5)
+    image = FlowARPixelFlowSampler().sample(c2i, seed=entry["seed"], cfg_schedule="linear", class_index=5,
+                                            **defaults)[0]
+    assert_png_holds(out / entry["file"], image[0])
+    entry = next(e for e in manifest if (e["method"], e["nfe"]) == ("rbf", 40))  # 10 steps + 10 finishing, as the node
+    caption = entry["caption"]
+    reward = SimpleNamespace(score=lambda images: ShapesCountReward().score(images, caption), patchers=[])
+    image = FlowARPixelFlowSampler().sample(
+        t2i, seed=entry["seed"], cfg_schedule="official", class_index=0,
+        conditioning=text_condition(load_t5_encoder(Path(models[5])), [caption]), reward=reward,
+        search_method="rbf", search_max_nfe=31, search_steps=10, **defaults)[0]
+    assert_png_holds(out / entry["file"], image[0])
+
+
+def assert_png_holds(path: Path, image: torch.Tensor) -> None:
+    with Image.open(path) as png:
+        assert torch.equal(torch.from_numpy(np.array(png)).float() / 255, quantise(image[None])[0]), path
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("multiplier", (1, 4, 8))
+def test_search_settings_spend_exactly_the_budget(method: str, multiplier: int) -> None:
+    budget = 20 * multiplier - 10  # the final stage's share: the first stage takes 10 Euler calls
+    sigma_max = pixelflow_sampling.final_stage_sigma(SCHEDULE)
+    settings = pixelflow_sampling.search_settings(method, budget, sigma_max)
+    assert settings.method == pixelflow_sampling.SEARCH_METHODS[method]
+    assert pixelflow_sampling.dry_run_nfe(settings, sigma_max) == budget
+    assert pixelflow_sampling.is_search(settings, sigma_max)
+    assert (settings.max_nfe > budget) == (method == "rbf")  # RBF stops one round short of max_nfe
+
+
+def test_documented_choices_and_an_impossible_budget() -> None:
+    sigma_max = pixelflow_sampling.final_stage_sigma(SCHEDULE)
+    bon = [pixelflow_sampling.search_settings("bon", budget, sigma_max) for budget in (10, 70, 150)]
+    assert [(s.steps, s.finish_steps) for s in bon] == [(4, 4), (10, 7), (8, 10)]
+    sop = pixelflow_sampling.search_settings("sop", 150, sigma_max)
+    assert (sop.interpolant, sop.sde, sop.sop_ode_steps, sop.chains) == ("linear", False, 10, 2)
+    with pytest.raises(ValueError, match="exactly 3 NFE"):
+        pixelflow_sampling.search_settings("bon", 3, sigma_max)
+
+
+def test_counting_velocity_attributes_rows_to_their_items() -> None:
+    class Rows:
+        def __call__(self, x: torch.Tensor, timestep: float, stage: int) -> torch.Tensor:
+            return x
+
+        def rows(self, rows: list[int]) -> Rows:
+            return self
+
+    counts = [0, 0]
+    velocity = pixelflow_sampling.CountingVelocity(Rows(), counts, range(2))
+    velocity(torch.zeros(2, 3, 4, 4), 0.0, 0)
+    velocity.rows([1, 1, 1])(torch.zeros(3, 3, 4, 4), 0.0, 0)
+    assert counts == [1, 4]
+    with pytest.raises(ValueError, match="batch of 3"):
+        velocity(torch.zeros(3, 3, 4, 4), 0.0, 0)
+
+
+def test_png_holds_exactly_the_judged_image_and_intervals_are_wilson(tmp_path: Path) -> None:
+    image = quantise(torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0)))[0]
+    write_png(tmp_path / "a.png", image)
+    assert_png_holds(tmp_path / "a.png", image)
+    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert proportion(5, 10) == "50.0% [23.7%, 76.3%] (5/10)"
+
+
+def test_unknown_method_is_refused(models: list[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown method or mode beam"):
+        quality.main(["--family", "pixelflow", "--out", str(tmp_path), *models, "--methods", "beam"])
