@@ -1,0 +1,54 @@
+"""The pack's built-in models (``builtin/``): listed by the normal loaders beside the user's files, loaded by the
+same code as the releases, within the size budget, and sampling what they were trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowar.models.shapes import CLASS_NAMES
+from flowar.nodes.pixelflow import FlowARFlanT5Loader, FlowARPixelFlowLoader, FlowARPixelFlowSampler
+from flowar.train.pixelflow_eval import score
+from support.fixtures import REPO_ROOT
+
+BUILTIN = REPO_ROOT / "builtin"
+SIZE_BUDGET_MB = 40  # all built-in models of the three built-in issues together
+PIXELFLOW = sorted(path.parent.name for path in (BUILTIN / "pixelflow").glob("*/model.safetensors"))
+TEXT_ENCODERS = sorted(path.parent.name for path in (BUILTIN / "text_encoders").glob("*/config.json"))
+
+
+def test_built_in_models_fit_the_size_budget() -> None:
+    total = sum(path.stat().st_size for path in BUILTIN.rglob("*") if path.is_file())
+    assert PIXELFLOW, "no built-in PixelFlow model is shipped"
+    assert total <= SIZE_BUDGET_MB * 2**20, f"builtin/ holds {total / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("name", PIXELFLOW)
+def test_built_in_pixelflow_is_listed_and_loads_through_the_loader(name: str, models_dir: Path) -> None:
+    entry = f"builtin/{name}/model.safetensors"
+    assert (BUILTIN / "pixelflow" / name / "config.yaml").is_file()
+    assert entry in FlowARPixelFlowLoader.INPUT_TYPES()["required"]["ckpt_name"][0]
+    handle = FlowARPixelFlowLoader().load(entry, "fp32")[0]
+    assert handle.source.endswith("config.yaml") and handle.release.resolution == 32
+
+
+@pytest.mark.parametrize("name", TEXT_ENCODERS)
+def test_built_in_text_encoder_is_listed_and_loads_through_the_flan_t5_loader(name: str, models_dir: Path) -> None:
+    entry = f"builtin/{name}"
+    assert entry in FlowARFlanT5Loader.INPUT_TYPES()["required"]["t5_name"][0]
+    encoder = FlowARFlanT5Loader().load(entry, "fp32")[0].encoder
+    assert (BUILTIN / "text_encoders" / name / "tokenizer.json").is_file()
+    hidden, mask = encoder.encode(["three blue squares"], max_length=16)
+    assert mask.sum() == 4 and torch.isfinite(hidden).all()
+
+
+def test_built_in_class_model_draws_its_classes_through_the_sampler_node(models_dir: Path) -> None:
+    """A regression guard on the shipped weights and the whole node path (the accuracy itself is measured by
+    ``bench/quality.py`` over 240 seeds): most of one image per class, seed 0, is judged right by the analyser."""
+    handle = FlowARPixelFlowLoader().load("builtin/shapes-c2i/model.safetensors", "fp32")[0]
+    images = torch.cat([FlowARPixelFlowSampler().sample(handle, seed=0, steps=10, cfg=4.0, cfg_schedule="official",
+                                                        shift=1.0, solver="euler", size=32, batch_size=1,
+                                                        class_index=label)[0] for label in range(len(CLASS_NAMES))])
+    assert score(images, torch.arange(len(CLASS_NAMES))).correct >= len(CLASS_NAMES) // 2
