@@ -27,7 +27,7 @@ from common import load_pack  # noqa: E402
 
 load_pack()
 import pixelflow_sampling as pixelflow  # noqa: E402
-from quality_report import proportion  # noqa: E402
+from quality_report import proportion, to_pil  # noqa: E402
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES  # noqa: E402
 from flowar.samplers.flow_search_settings import SearchSettings  # noqa: E402
@@ -59,8 +59,7 @@ def draw_grid(sections: Sequence[tuple[Sequence[str], Sequence[tuple[str, Sequen
         for label, images in section_rows:
             draw.multiline_text((4, top + CELL // 2 - 12), label, spacing=2)
             for k, image in enumerate(images):
-                tile = Image.fromarray((image * 255).round().to(torch.uint8).numpy(), "RGB")
-                canvas.paste(tile.resize((CELL, CELL), Image.NEAREST), (LABEL_WIDTH + k * (CELL + GAP), top))
+                canvas.paste(to_pil(image).resize((CELL, CELL), Image.NEAREST), (LABEL_WIDTH + k * (CELL + GAP), top))
             top += CELL + GAP
     return canvas
 

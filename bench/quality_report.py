@@ -49,10 +49,15 @@ def quantise(images: Tensor) -> Tensor:
     return (images.clamp(0, 1) * 255).to(torch.uint8).float() / 255
 
 
+def to_pil(image: Tensor) -> Image.Image:
+    """One image ``[H, W, 3]`` in 0..1 as an 8-bit RGB picture (a quantised image keeps its exact values)."""
+    return Image.fromarray((image * 255).round().to(torch.uint8).numpy(), "RGB")
+
+
 def write_png(path: Path, image: Tensor) -> None:
     """Write one quantised image ``[H, W, 3]`` (values k / 255) as an 8-bit RGB PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((image * 255).round().to(torch.uint8).numpy(), "RGB").save(path)
+    to_pil(image).save(path)
 
 
 def read_pngs(out: Path, records: Sequence[SampleRecord]) -> Tensor:
