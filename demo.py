@@ -1,13 +1,16 @@
-"""See what the built-in tiny PixelFlow models do, without ComfyUI: one PNG grid and the measured accuracies.
+"""See what the pack's built-in tiny models do, without ComfyUI: one PNG grid and the measured accuracies.
 
     python demo.py [--out demo_out]
 
-Rows of ``demo.png`` (images upscaled 4x, nearest): class-to-image, every class with two seeds; text-to-image for
-eight captions (plain sampling, 20 NFE); then the same captions searched in PixelFlow's final stage with the
-shape-count reward by Best-of-N and by Rollover Budget Forcing at 8x the plain NFE (160 model calls per image), the
-pack's own flow search as the PixelFlow sampler runs it. Accuracies are measured on more seeds than the grid shows
-(3 per caption by default); the seeds and search settings are those of ``bench/quality.py``, which measures the
-same things at scale.
+Rows of ``demo.png`` (images upscaled 4x, nearest):
+- PixelFlow class-to-image, every class with two seeds;
+- PixelFlow text-to-image for eight captions (plain sampling, 20 NFE), then the same captions searched in its final
+  stage with the shape-count reward by Best-of-N and by Rollover Budget Forcing at 8x the plain NFE (160 model calls
+  per image), the pack's own flow search as the PixelFlow sampler runs it; accuracies over 3 seeds per caption;
+- MAR class-to-image, every class; then MAR inpainting: held-out world images of every class (left), their left
+  half kept and the right half generated for the class.
+Seeds, settings and cases are those of ``bench/quality.py``, which measures the same things at scale. A built-in
+model that is not shipped (yet) is skipped with a line saying so; a model path given on the command line must exist.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 from common import load_pack  # noqa: E402
 
 load_pack()
+import mar_sampling as mar  # noqa: E402
 import pixelflow_sampling as pixelflow  # noqa: E402
 from quality_report import proportion, to_pil  # noqa: E402
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES  # noqa: E402
 from flowar.samplers.flow_search_settings import SearchSettings  # noqa: E402
-from flowar.train.pixelflow_eval import score, score_counts  # noqa: E402
+from flowar.train.mar_eval import inpaint_cases  # noqa: E402
+from flowar.train.shapes_accuracy import score, score_counts  # noqa: E402
 
 CAPTIONS_SHOWN = ("one red circle", "two blue squares", "three yellow triangles", "four green circles",
                   "one yellow square", "two red triangles", "three blue circles", "four green squares")
@@ -128,21 +133,52 @@ def text_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[Te
     return rows
 
 
+def mar_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[Tensor]]]:
+    model, vae = mar.load_models(args.mar, args.mar_vae)
+    labels = torch.arange(COLUMNS)
+    generated, nfe = sample_many([(label, label) for label in range(COLUMNS)],  # the bench's seeds
+                                 lambda label, seed: mar.sample_class(model, vae, label, seed), clock,
+                                 "MAR class-to-image")
+    cases = inpaint_cases(COLUMNS)  # the bench's first cases: one per class, case j has seed j
+    completed, _ = sample_many([(j, j) for j in range(COLUMNS)],
+                               lambda j, seed: mar.sample_inpaint(model, vae, cases[j], seed), clock, "MAR inpainting")
+    for what, images in (("MAR class accuracy", generated), ("MAR inpainting class accuracy", completed)):
+        accuracy = score(torch.stack(images), labels)
+        clock.say(f"{what} of the {accuracy.total} images shown: {proportion(accuracy.correct, accuracy.total)}")
+    originals = [case.image.float() / 255 for case in cases]
+    return [(f"MAR class -> image\n{nfe[0]} iterations", generated),
+            ("inpainting: world\nimage (left kept)", originals), ("MAR inpainting\nright half new", completed)]
+
+
+def is_missing_default(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]) -> bool:
+    """Whether a built-in model the demo would use by default is not shipped (an explicit path must exist)."""
+    return any(getattr(args, name) == parser.get_default(name) and not getattr(args, name).exists()
+               for name in names)
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     pixelflow.add_model_arguments(parser)
+    mar.add_model_arguments(parser)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per caption for the measured accuracies")
     parser.add_argument("--multiplier", type=int, default=8, help="search budget, x the plain NFE")
     args = parser.parse_args(argv)
     clock = Clock()
-    classes = class_rows(args, clock)
-    texts = text_rows(args, clock)
+    parts = (("PixelFlow class-to-image", ("c2i",), CLASS_NAMES, class_rows),
+             ("PixelFlow text-to-image", ("t2i", "text_encoder"), CAPTIONS_SHOWN, text_rows),
+             ("MAR", ("mar", "mar_vae"), CLASS_NAMES, mar_rows))
+    sections = []
+    for title, names, columns, rows in parts:
+        if is_missing_default(parser, args, names):
+            clock.say(f"{title}: skipped, its built-in model is not shipped yet")
+            continue
+        sections.append((columns, rows(args, clock)))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "demo.png"
-    draw_grid([(CLASS_NAMES, classes), (CAPTIONS_SHOWN, texts)]).save(path)
-    print("rows: " + "; ".join(label.replace("\n", " ") for label, _ in classes + texts))
-    print(f"columns: classes {', '.join(CLASS_NAMES)} | captions {', '.join(CAPTIONS_SHOWN)}")
+    draw_grid(sections).save(path)
+    print("rows: " + "; ".join(label.replace("\n", " ") for _, rows in sections for label, _ in rows))
+    print("columns: " + " | ".join(", ".join(columns) for columns, _ in sections))
     print(f"wrote {path} in {clock.elapsed():.0f} s in total", flush=True)
     return path
 

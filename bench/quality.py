@@ -1,8 +1,9 @@
 """Quality of the built-in tiny models on the shapes world: every sample written as a PNG with a manifest, accuracies
 with 95% intervals, seconds per image, and a markdown summary naming the machine.
 
-    python bench/quality.py --family pixelflow --out out/quality            # the defaults (< 30 min on 2 cores)
+    python bench/quality.py --family pixelflow --out out/quality            # the defaults
     python bench/quality.py --family pixelflow --out /tmp/q --per-class 2 --per-caption 1 --multipliers 1,4
+    python bench/quality.py --family mar --out out/quality-mar              # c2i and inpainting
 
 ``DIR/manifest.json`` lists ``{file, family, mode, class_index | caption, method, nfe, seed}`` per sample (``file``
 relative to DIR, ``nfe`` the model calls actually spent on it, ``seed`` the sampler seed that reproduces it with
@@ -16,7 +17,8 @@ per worker with the hidden ``--shard i/N`` option, worker ``i`` draws jobs ``i, 
 leaves its records in ``DIR/.shard-i.json``, and this process merges them in the list's order and judges the PNGs.
 Pinning one thread also keeps the images independent of the worker count (thread counts can change float rounding).
 
-Each family lives in its own module ``quality_<family>.py`` with ``add_arguments(group)``, ``plan(args) -> jobs``
+Each family lives in its own module ``quality_<family>.py`` with ``MODES`` (the default ``--modes``),
+``add_arguments(group)`` (options named for the family where they are its own), ``plan(args) -> jobs``
 (every sample, in the manifest's order), ``generate(args, jobs, out, label) -> records`` (draws and writes any slice
 of the jobs) and ``report(args, out, jobs, records) -> markdown`` (judges the written PNGs).
 ``pixelflow_sampling.py`` explains how PixelFlow samples are drawn, counted and searched, and which search settings
@@ -42,10 +44,11 @@ from common import load_pack
 load_pack()
 import torch  # noqa: E402
 
+import quality_mar  # noqa: E402
 import quality_pixelflow  # noqa: E402
 from quality_report import SampleRecord, machine, write_manifest  # noqa: E402
 
-FAMILIES = {"pixelflow": quality_pixelflow}  # MAR and ARPG add their modules here
+FAMILIES = {"pixelflow": quality_pixelflow, "mar": quality_mar}
 MAX_WORKERS = 8
 POLL_SECONDS = 0.2
 
@@ -66,11 +69,16 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                         help="processes drawing the samples, one torch thread each (default: the logical cores, at "
                              "most 8); any count gives the same manifest and images")
     parser.add_argument("--shard", type=shard, help=argparse.SUPPRESS)  # set by the parent run on its workers
+    parser.add_argument("--modes", type=lambda text: [part for part in text.split(",") if part], default=None,
+                        help="comma-separated modes of the family (default: all of them: pixelflow c2i,t2i; "
+                             "mar c2i,inpaint)")
+    parser.add_argument("--per-class", type=int, default=20, help="class-to-image samples per class (12 classes)")
     for name, module in FAMILIES.items():
         module.add_arguments(parser.add_argument_group(f"{name} options"))
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
+    args.modes = args.modes or list(FAMILIES[args.family].MODES)
     return args
 
 

@@ -26,19 +26,19 @@ from torch import Tensor
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES, SHAPES
 from flowar.samplers.flow_search_settings import SearchSettings
 from flowar.samplers.pixelflow_schedule import CascadeSchedule
-from flowar.train.pixelflow_eval import CFG, STEPS_PER_STAGE, Accuracy, score, score_counts
+from flowar.train.pixelflow_eval import CFG, STEPS_PER_STAGE
+from flowar.train.shapes_accuracy import Accuracy, score, score_counts
 
 from pixelflow_sampling import SEARCH_METHODS, add_model_arguments, describe, final_budget, final_stage_sigma, \
     load_encoder, load_model, plain_nfe, sample_caption, sample_class, search_settings
 from quality_report import SampleRecord, markdown_table, proportion, read_pngs, write_png
 
 Group = tuple[str, int]  # (method, multiplier): one row of a mode's table
+MODES = ("c2i", "t2i")
 
 
 def add_arguments(parser: argparse._ArgumentGroup) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--modes", type=csv(str), default=["c2i", "t2i"], help="c2i, t2i or both (comma-separated)")
-    parser.add_argument("--per-class", type=int, default=20, help="c2i samples per class (12 classes)")
     parser.add_argument("--per-caption", type=int, default=5,
                         help="t2i samples per caption: 5 x 48 captions = 240 per method and budget")
     parser.add_argument("--captions", type=int, default=len(CAPTIONS),

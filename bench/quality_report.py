@@ -26,11 +26,12 @@ Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 @dataclass(frozen=True)
 class SampleRecord:
-    """One generated sample as the manifest lists it. ``condition`` is the class index (c2i) or the caption (t2i)."""
+    """One generated sample as the manifest lists it. ``condition`` is the caption (t2i) or the class index (every
+    other mode)."""
 
     file: str  # relative to the output folder
     family: str
-    mode: str  # "c2i" or "t2i"
+    mode: str  # "c2i", "t2i" or "inpaint"
     condition: int | str
     method: str  # "plain" or the search method
     nfe: int  # guided velocity evaluations actually spent on this sample
@@ -38,7 +39,7 @@ class SampleRecord:
     seconds: float  # CPU time spent sampling it: in the summary, not the manifest (it varies run to run)
 
     def entry(self) -> dict[str, object]:
-        key = "class_index" if self.mode == "c2i" else "caption"
+        key = "caption" if self.mode == "t2i" else "class_index"
         return {"file": self.file, "family": self.family, "mode": self.mode, key: self.condition,
                 "method": self.method, "nfe": self.nfe, "seed": self.seed}
 

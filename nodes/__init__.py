@@ -5,9 +5,9 @@ Node ids and input names are a public API (saved workflows store widget values b
 optional inputs, and guard every change with ``tests/node_schema_snapshot.json``.
 """
 
-from . import arpg, imagenet, mar, pixelflow, rewards, search
+from . import arpg, imagenet, mar, masks, pixelflow, rewards, search
 
-_MODULES = (imagenet, pixelflow, mar, arpg, rewards, search)
+_MODULES = (imagenet, pixelflow, mar, arpg, rewards, search, masks)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -97,19 +97,28 @@ class StepResult:
     log_variance: Tensor
 
 
-def p_sample(model_output: Tensor, x: Tensor, index: int, schedule: DiffusionSchedule, noise: Tensor,
-             temperature: float) -> StepResult:
-    """One ancestral step at respaced ``index`` from the model's ``(eps, v)`` output ``[N, 2C]`` (no clipping)."""
+def predicted_gaussian(model_output: Tensor, x: Tensor, index: int | Tensor, schedule: DiffusionSchedule
+                       ) -> StepResult:
+    """The model's Gaussian ``p(x_{t-1} | x_t)`` at respaced ``index`` (one int, or one per row ``[N]`` as training
+    draws them) from its ``(eps, v)`` output ``[N, 2C]``: ``LEARNED_RANGE`` log-variance and eps-predicted mean (no
+    clipping); ``sample`` is the mean."""
     channels = x.shape[-1]
     eps, variance_values = model_output[:, :channels], model_output[:, channels:]
-    at = lambda table: table[index].float().to(x.device)  # noqa: E731 - float64 table entry, used in float32
+    at = lambda table: table[index].float().to(x.device)[..., None]  # noqa: E731 - float64 entries, used in float32
     frac = (variance_values + 1) / 2
-    log_variance = frac * torch.log(schedule.betas[index]).float().to(x.device) \
+    log_variance = frac * torch.log(schedule.betas)[index].float().to(x.device)[..., None] \
         + (1 - frac) * at(schedule.posterior_log_variance_clipped)
     pred_xstart = at(schedule.sqrt_recip_alphas_cumprod) * x - at(schedule.sqrt_recipm1_alphas_cumprod) * eps
     mean = at(schedule.posterior_mean_coef1) * pred_xstart + at(schedule.posterior_mean_coef2) * x
-    sample = mean + float(index != 0) * torch.exp(0.5 * log_variance) * noise * temperature
-    return StepResult(sample, pred_xstart, mean, log_variance)
+    return StepResult(mean, pred_xstart, mean, log_variance)
+
+
+def p_sample(model_output: Tensor, x: Tensor, index: int, schedule: DiffusionSchedule, noise: Tensor,
+             temperature: float) -> StepResult:
+    """One ancestral step at respaced ``index`` from the model's ``(eps, v)`` output ``[N, 2C]`` (no clipping)."""
+    gaussian = predicted_gaussian(model_output, x, index, schedule)
+    sample = gaussian.mean + float(index != 0) * torch.exp(0.5 * gaussian.log_variance) * noise * temperature
+    return StepResult(sample, gaussian.pred_xstart, gaussian.mean, gaussian.log_variance)
 
 
 def guided_output(raw: Tensor, channels: int, scale: Tensor | float) -> Tensor:

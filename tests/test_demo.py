@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from support.fixtures import REPO_ROOT
-from test_quality_bench import micro_models
+from test_quality_bench import micro_mar_models, micro_models
 
 spec = importlib.util.spec_from_file_location("flowar_demo", REPO_ROOT / "demo.py")
 demo = importlib.util.module_from_spec(spec)
@@ -22,7 +22,8 @@ spec.loader.exec_module(demo)
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    return micro_models(tmp_path_factory.mktemp("micro"))
+    folder = tmp_path_factory.mktemp("micro")
+    return micro_models(folder) + micro_mar_models(folder)
 
 
 def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path: Path,
@@ -31,7 +32,7 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
     printed = capsys.readouterr().out
     assert path == tmp_path / "demo.png"
     with Image.open(path) as grid:
-        assert grid.size == demo.grid_size(rows=5, sections=2)  # 2 class rows; plain, Best-of-N, RBF
+        assert grid.size == demo.grid_size(rows=8, sections=3)  # 2 class rows; plain, Best-of-N, RBF; MAR 3
         pixels = torch.from_numpy(np.array(grid.convert("RGB"))).float()  # (H, W, 3)
     model, schedule = demo.pixelflow.load_model(Path(models[1]))
     image, nfe = demo.pixelflow.sample_class(model, schedule, 0, 0)  # first class, first seed
@@ -43,7 +44,23 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
                            r"Best-of-N \(40 NFE\): .*\(\d+/16\); RBF \(40 NFE\): .*\(\d+/16\)", printed)
     assert accuracies, printed
     assert "rows: class -> image seeds 0-11; class -> image seeds 12-23; text -> image 20 NFE" in printed
+    assert re.search(r"MAR class accuracy of the 12 images shown: .*\(\d+/12\)", printed)
+    assert re.search(r"MAR inpainting class accuracy of the 12 images shown: .*\(\d+/12\)", printed)
+    assert "; MAR class -> image 64 iterations; inpainting: world image (left kept); MAR inpainting right half new" \
+        in printed
+    mar_top = demo.HEADER_HEIGHT * 3 + 5 * (demo.CELL + demo.GAP)  # third section, after 5 image rows
+    world = pixels[mar_top + demo.CELL + demo.GAP:mar_top + 2 * demo.CELL + demo.GAP,
+                   demo.LABEL_WIDTH:demo.LABEL_WIDTH + demo.CELL]  # inpainting row, first class
+    case = demo.inpaint_cases(1)[0]
+    assert torch.equal(world, case.image.float().repeat_interleave(demo.SCALE, 0).repeat_interleave(demo.SCALE, 1))
     assert re.search(rf"wrote {re.escape(str(path))} in \d+ s in total", printed)
+
+
+def test_a_built_in_model_not_shipped_is_skipped_but_a_given_path_must_exist(tmp_path: Path) -> None:
+    parser = demo.argparse.ArgumentParser()
+    parser.add_argument("--t2i", type=Path, default=tmp_path / "not-shipped.safetensors")
+    assert demo.is_missing_default(parser, parser.parse_args([]), ["t2i"])
+    assert not demo.is_missing_default(parser, parser.parse_args(["--t2i", str(tmp_path / "given")]), ["t2i"])
 
 
 def test_missing_model_names_the_path(tmp_path: Path) -> None:

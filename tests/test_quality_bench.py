@@ -20,12 +20,16 @@ from flowar.models.flan_t5 import load_t5_encoder
 from flowar.models.pixelflow import PixelFlowConfig
 from flowar.models.rewards.shapes_count import ShapesCountReward
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES
+from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoader
+from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.pixelflow_schedule import cascade_schedule
+from flowar.train.mar_eval import inpaint_cases
 from flowar.train.pixelflow_c2i import c2i_task
 from flowar.train.pixelflow_eval import text_condition
 from flowar.train.pixelflow_t2i import save_text_encoder, t2i_task
-from flowar.train.pixelflow_training import TrainSettings, save_release, train
+from flowar.train.loop import TrainSettings
+from flowar.train.pixelflow_training import save_release, train
 from support.fixtures import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -209,3 +213,46 @@ def test_png_holds_exactly_the_judged_image_and_intervals_are_wilson(tmp_path: P
 def test_unknown_method_is_refused(models: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown method or mode beam"):
         quality.main(["--family", "pixelflow", "--out", str(tmp_path), *models, "--methods", "beam"])
+
+
+# ---------------------------------------------------------------------------------------------------- MAR
+
+
+def micro_mar_models(folder: Path) -> list[str]:
+    """A micro MAR and VAE trained two steps (``test_train_mar``); their bench/demo options."""
+    from test_train_mar import write_micro_mar
+
+    mar_path, vae_path = write_micro_mar(folder)
+    return ["--mar", str(mar_path), "--mar-vae", str(vae_path)]
+
+
+def test_mar_family_writes_c2i_and_inpainting_samples_the_node_reproduces(tmp_path: Path, models_dir: Path) -> None:
+    options = micro_mar_models(models_dir)
+    out = tmp_path / "quality"
+    summary = quality.main(["--family", "mar", "--out", str(out), *options, "--per-class", "1", "--inpaint-cases",
+                            "2", "--workers", "1"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(e["mode"], e["class_index"], e["seed"]) for e in manifest] == \
+        [("c2i", k, k) for k in range(12)] + [("inpaint", 0, 0), ("inpaint", 1, 1)]
+    for entry in manifest:
+        assert list(entry) == ["file", "family", "mode", "class_index", "method", "nfe", "seed"]
+        assert (entry["family"], entry["method"], entry["nfe"]) == ("mar", "plain", 64)
+        with Image.open(out / entry["file"]) as image:
+            assert (image.size, image.mode) == ((32, 32), "RGB")
+    assert "## MAR: " in summary and "| c2i | 12 | 64 | " in summary and "| inpaint | 2 | 64 | " in summary
+    model = FlowARMARLoader().load("micro-c2i.pth", "model_ema", "fp32")[0]
+    vae = FlowARMARVAELoader().load("micro-kl.ckpt", "fp32")[0]
+    image = FlowARMARSampler().sample(model, vae, seed=7, num_iter=64, cfg=4.0, cfg_schedule="constant",
+                                      temperature=1.0, diffusion_steps=100, batch_size=1, class_index=7)[0]
+    assert_png_holds(out / manifest[7]["file"], image[0])
+    case = inpaint_cases(2)[1]  # case 1: its left half kept, the right half masked, seed 1, its class
+    source = case.image[None].float() / 255
+    image = FlowARMARSampler().sample(model, vae, seed=1, num_iter=64, cfg=4.0, cfg_schedule="constant",
+                                      temperature=1.0, diffusion_steps=100, batch_size=1, class_index=1, image=source,
+                                      mask=FlowARRegionMask().make(source, "right", 0.5)[0])[0]
+    assert_png_holds(out / manifest[13]["file"], image[0])
+
+
+def test_mar_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown MAR mode outpaint"):
+        quality.main(["--family", "mar", "--out", str(tmp_path), "--modes", "outpaint"])

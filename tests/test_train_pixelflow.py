@@ -17,8 +17,10 @@ from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.cascade import noised_entry
 from flowar.samplers.pixelflow_schedule import cascade_schedule
 from flowar.train.pixelflow_c2i import c2i_task
-from flowar.train.pixelflow_training import TrainSettings, learning_rate_factor, save_release, train, world_batch
-from flowar.train.pixelflow_eval import class_accuracy, learning_curve, score
+from flowar.train.loop import TrainSettings, learning_rate_factor, world_batch
+from flowar.train.pixelflow_training import save_release, train
+from flowar.train.pixelflow_eval import class_accuracy, snapshot_curve
+from flowar.train.shapes_accuracy import score
 from flowar.train.pixelflow_objective import drop_labels, stage_batch, training_batches
 from flowar.train.shapes_world import generate_many, image_batch
 from support.fixtures import REPO_ROOT
@@ -119,13 +121,13 @@ def test_training_script_runs_from_the_repository_root(tmp_path: Path) -> None:
 def test_learning_curve_evaluates_every_snapshot_of_a_run(tmp_path: Path) -> None:
     snapshots: list[int] = []
 
-    def snapshot(step: int, ema) -> None:
+    def snapshot(step: int, ema, _raw) -> None:
         snapshots.append(step)
         save_release(ema["pixelflow"], SCHEDULE, tmp_path / f"step{step:06d}", resolution=32,
                      provenance={"steps": step, "minutes": 0.1 * step})
 
     train(C2I, SCHEDULE, seed=0, steps=4, settings=QUICK, log=lambda _: None, snapshot=snapshot, snapshot_every=2)
     assert snapshots == [2, 4]
-    table = learning_curve(tmp_path, samples=3, seed=0).splitlines()
+    table = snapshot_curve(tmp_path, samples=3, seed=0).splitlines()
     assert len(table) == 4 and table[2].startswith("| 2 | 0.2 | ") and table[3].startswith("| 4 | 0.4 | ")
     assert all("(" in row and "/3)" in row for row in table[2:])

@@ -17,9 +17,11 @@ from flowar.models.shapes import CAPTIONS
 from flowar.nodes.pixelflow import FlowARFlanT5Loader, FlowARPixelFlowLoader, FlowARPixelFlowSampler, \
     FlowARPixelFlowTextEncode
 from flowar.samplers.pixelflow_schedule import cascade_schedule
-from flowar.train.pixelflow_eval import count_accuracy, score_counts
+from flowar.train.pixelflow_eval import count_accuracy
+from flowar.train.shapes_accuracy import score_counts
 from flowar.train.pixelflow_t2i import PROMPTS, save_text_encoder, t2i_task
-from flowar.train.pixelflow_training import TrainSettings, save_release, train
+from flowar.train.loop import TrainSettings
+from flowar.train.pixelflow_training import save_release, train
 from flowar.train.shapes_tokenizer import SPECIAL_TOKENS, caption_words, save_tokenizer, shapes_tokenizer
 from flowar.train.shapes_world import generate_many, image_batch
 from support.fixtures import REPO_ROOT

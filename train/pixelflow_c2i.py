@@ -3,7 +3,7 @@
 Run from the repository root: ``python -m train.pixelflow_c2i --out builtin/pixelflow/shapes-c2i --steps 14000
 --seed 0`` (``--minutes`` bounds the run by time instead or as well; ``--eval N`` samples N images afterwards and
 prints the class accuracy; ``--snapshots DIR`` keeps the EMA weights every ``--every`` steps). Seeding and the loop:
-:mod:`.pixelflow_training`.
+:mod:`.loop`.
 
 The saved weights are the EMA ones, as ``model.safetensors`` (flat state dict, official parameter names) beside a
 ``config.yaml`` with ``model.params``, ``scheduler.num_train_timesteps`` / ``num_stages`` and ``data.resolution``,
@@ -26,7 +26,8 @@ from ..models.pixelflow import PixelFlowConfig, PixelFlowModel
 from ..models.shapes import CANVAS, CLASS_NAMES
 from ..samplers.pixelflow_schedule import cascade_schedule
 from .pixelflow_objective import initialise
-from .pixelflow_training import NUM_TRAIN_TIMESTEPS, PixelFlowTask, run, run_arguments, save_release
+from .loop import run_arguments
+from .pixelflow_training import NUM_TRAIN_TIMESTEPS, PixelFlowTask, run, save_release
 
 # 4 stages (4 -> 8 -> 16 -> 32 px) so the sampler's default "official" class-guidance ramp applies; patch 2.
 SHAPES_C2I = PixelFlowConfig(num_attention_heads=4, attention_head_dim=24, depth=6, patch_size=2,
@@ -50,13 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     args = run_arguments(__doc__.split("\n\n")[0], argv)
     schedule = cascade_schedule(NUM_TRAIN_TIMESTEPS, SHAPES_C2I_STAGES)
 
-    def save(ema: nn.ModuleDict, folder: Path, provenance: dict) -> Path:
+    def save(ema: nn.ModuleDict, _raw: nn.ModuleDict, folder: Path, provenance: dict) -> Path:
         return save_release(ema["pixelflow"], schedule, folder, resolution=CANVAS,
                             provenance={"script": "train/pixelflow_c2i.py", **provenance})
 
     result = run(c2i_task(), schedule, args, "PixelFlow c2i", save)
     if args.eval:
-        from .pixelflow_eval import class_accuracy, format_accuracy
+        from .pixelflow_eval import class_accuracy
+        from .shapes_accuracy import format_accuracy
 
         print(format_accuracy(class_accuracy(result.ema["pixelflow"], schedule, samples=args.eval)), flush=True)
 

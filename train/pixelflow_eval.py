@@ -1,8 +1,7 @@
 """Accuracy of the built-in PixelFlow models on the shapes world, sampled with the pack's own cascade sampler.
 
-Class-to-image: a sample is correct when the analyser finds 1 to 4 objects and every one has the requested shape
-and colour. Text-to-image (count accuracy): when it finds exactly the caption's number of the caption's class and
-nothing else (issue 8's measures). Sampling uses the sampler node's defaults: Euler, 10 steps per stage, shift 1,
+The measures are :mod:`.shapes_accuracy`'s (class accuracy, and count accuracy for text-to-image). Sampling uses
+the sampler node's defaults: Euler, 10 steps per stage, shift 1,
 cfg 4 with the official schedule (class models: the 4-stage ramp where the model has 4 stages, else the ``linear``
 ramp, since the official table has no entries for other stage counts; text models: constant), empty negative prompt.
 
@@ -21,7 +20,6 @@ if __name__ == "__main__" and __package__ == "train":  # python -m train.pixelfl
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,9 +28,7 @@ import yaml
 from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow import PixelFlowModel
 from ..models.pixelflow_release import load_pixelflow
-from ..models.rewards.shapes_count import ShapesCountReward
-from ..models.shapes import CAPTIONS, CLASS_NAMES, COLOURS, COUNTS, SHAPES, class_parts, parse_caption
-from ..models.shapes_analyser import analyse
+from ..models.shapes import CAPTIONS, CLASS_NAMES
 from ..samplers.cascade import sample_cascade
 from ..samplers.cascade_noise import SeededCascadeNoise
 from ..samplers.cascade_stage import StageSolver, euler_stage
@@ -40,24 +36,12 @@ from ..samplers.pixelflow_guidance import OFFICIAL_CLASS_STAGE_WEIGHTS, ClassCon
     TextCondition, stage_guidance
 from ..samplers.pixelflow_schedule import CascadeSchedule, cascade_schedule
 from ..samplers.pixels import pixels_to_image
+from .shapes_accuracy import Accuracy, format_accuracy, learning_curve, score, score_counts
 
 STEPS_PER_STAGE = 10
 CFG = 4.0
 SIZE = 32
 PROMPT_TOKENS = 16  # the tiny T5's tokenizer length (padding beyond it changes nothing: it is masked)
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """Share of correct samples overall and per shape, with the counts behind them."""
-
-    correct: int
-    total: int
-    per_shape: dict[str, tuple[int, int]]  # shape -> (correct, total)
-
-    @property
-    def overall(self) -> float:
-        return self.correct / self.total
 
 
 def guidance_schedule(num_stages: int) -> str:
@@ -100,37 +84,6 @@ def sample_prompts(model: PixelFlowModel, encoder: T5TextEncoder, schedule: Casc
     return sample_cascade_images(model, schedule, text_condition(encoder, prompts), seed, solvers)
 
 
-def score(images: torch.Tensor, labels: torch.Tensor) -> Accuracy:
-    """Judge ``images`` ``[B, 32, 32, 3]`` against their requested classes ``labels`` ``[B]`` with the analyser:
-    right when 1 to 4 objects are found and all have the requested shape and colour."""
-    right = []
-    for objects, label in zip(analyse(images), labels.tolist()):
-        shape, colour = class_parts(label)
-        right.append(len(objects) in COUNTS and all(o.shape == shape and o.colour == colour for o in objects))
-    return tally(right, [class_parts(label)[0] for label in labels.tolist()])
-
-
-def score_counts(images: torch.Tensor, prompts: Sequence[str]) -> Accuracy:
-    """Judge ``images`` against captions: right when the analyser finds exactly the requested number of the
-    requested class and nothing else (the shape-count reward's exact mode)."""
-    exact = ShapesCountReward("exact")
-    right = [bool(exact.score(image[None], prompt)[0]) for image, prompt in zip(images, prompts)]
-    return tally(right, [parse_shape(prompt) for prompt in prompts])
-
-
-def parse_shape(prompt: str) -> str:
-    """The shape a world caption asks for."""
-    return SHAPES[int(parse_caption(prompt).nonzero()[0, 0]) // len(COLOURS)]
-
-
-def tally(right: Sequence[bool], shapes: Sequence[str]) -> Accuracy:
-    per_shape = {shape: [0, 0] for shape in SHAPES}
-    for ok, shape in zip(right, shapes):
-        per_shape[shape][0] += ok
-        per_shape[shape][1] += 1
-    return Accuracy(sum(right), len(right), {shape: (c, t) for shape, (c, t) in per_shape.items()})
-
-
 def class_accuracy(model: PixelFlowModel, schedule: CascadeSchedule, *, samples: int, seed: int = 0,
                    batch: int = 24) -> Accuracy:
     """Sample ``samples`` images, classes in turn (0, 1, ..., 11, 0, ...), batch ``k`` with noise seed
@@ -150,11 +103,6 @@ def count_accuracy(model: PixelFlowModel, encoder: T5TextEncoder, schedule: Casc
     return score_counts(images, prompts)
 
 
-def format_accuracy(accuracy: Accuracy, measure: str = "class") -> str:
-    shapes = ", ".join(f"{shape} {c / t:.0%} ({c}/{t})" for shape, (c, t) in accuracy.per_shape.items() if t)
-    return f"{measure} accuracy {accuracy.overall:.1%} ({accuracy.correct}/{accuracy.total}); {shapes}"
-
-
 def evaluate(folder: Path, text_encoder: Path | None, samples: int, seed: int) -> tuple[Accuracy, str]:
     """The accuracy of the model saved in ``folder`` (class or count accuracy, by its kind) and the measure's name.
     A text-to-image model takes its text encoder from ``text_encoder``, else from ``folder/text_encoder`` (where
@@ -169,18 +117,14 @@ def evaluate(folder: Path, text_encoder: Path | None, samples: int, seed: int) -
     return count_accuracy(model, load_t5_encoder(encoder_folder), schedule, samples=samples, seed=seed), "count"
 
 
-def learning_curve(snapshots: Path, samples: int, seed: int) -> str:
-    """A markdown table of accuracy against training steps and minutes, one row per snapshot folder
-    (``step*/``, as ``--snapshots`` of the training scripts writes them)."""
-    rows = ["| steps | minutes | accuracy | per shape |", "|---|---|---|---|"]
-    for folder in sorted(snapshots.glob("step*")):
+def snapshot_curve(snapshots: Path, samples: int, seed: int) -> str:
+    """The accuracy of every snapshot of a training run against its steps and minutes (a markdown table)."""
+
+    def judge(folder: Path) -> tuple[dict, Accuracy]:
         provenance = yaml.safe_load((folder / "config.yaml").read_text()).get("training", {})
-        accuracy, _ = evaluate(folder, None, samples, seed)
-        shapes = ", ".join(f"{shape} {c / t:.0%}" for shape, (c, t) in accuracy.per_shape.items() if t)
-        rows.append(f"| {provenance.get('steps', '?')} | {provenance.get('minutes', '?')} | "
-                    f"{accuracy.overall:.1%} ({accuracy.correct}/{accuracy.total}) | {shapes} |")
-        print(rows[-1], flush=True)
-    return "\n".join(rows)
+        return provenance, evaluate(folder, None, samples, seed)[0]
+
+    return learning_curve(snapshots, judge)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve", action="store_true", help="FOLDER holds snapshots: evaluate each one")
     args = parser.parse_args(argv)
     if args.curve:
-        print(learning_curve(args.folder, args.samples, args.seed))
+        print(snapshot_curve(args.folder, args.samples, args.seed))
         return
     accuracy, measure = evaluate(args.folder, args.text_encoder, args.samples, args.seed)
     print(format_accuracy(accuracy, measure))

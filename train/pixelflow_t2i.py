@@ -6,7 +6,7 @@ builtin/text_encoders/shapes-t5 --steps 6000 --seed 0`` (options as the class-to
 the count accuracy of N samples). The transformer is saved as the class model is (``model.safetensors`` +
 ``config.yaml``, ``cross_attention_dim`` = the T5 width); the encoder as a Hugging Face folder (``config.json``,
 ``model.safetensors``, ``tokenizer.json``), which the pack's Flan-T5 loader loads with the code that loads
-Flan-T5-XL. Seeding and the loop: :mod:`.pixelflow_training`.
+Flan-T5-XL. Seeding and the loop: :mod:`.loop`.
 
 Two stages (16 -> 32 px): the final stage then starts at a third of the way from noise, where the layout (how many
 objects, where) is still open, so a reward search run in it (the PixelFlow sampler searches its final stage) can
@@ -32,7 +32,8 @@ from ..models.pixelflow import PixelFlowConfig, PixelFlowModel
 from ..models.shapes import CANVAS, CAPTIONS
 from ..samplers.pixelflow_schedule import cascade_schedule
 from .pixelflow_objective import initialise
-from .pixelflow_training import NUM_TRAIN_TIMESTEPS, PixelFlowTask, run, run_arguments, save_release
+from .loop import run_arguments
+from .pixelflow_training import NUM_TRAIN_TIMESTEPS, PixelFlowTask, run, save_release
 from .shapes_tokenizer import MAX_TOKENS, save_tokenizer, shapes_tokenizer
 
 T5_WIDTH = 64
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     schedule = cascade_schedule(NUM_TRAIN_TIMESTEPS, SHAPES_T2I_STAGES)
     encoder_out = args.text_encoder_out
 
-    def save(ema: nn.ModuleDict, folder: Path, provenance: dict) -> Path:
+    def save(ema: nn.ModuleDict, _raw: nn.ModuleDict, folder: Path, provenance: dict) -> Path:
         save_text_encoder(ema["text_encoder"], encoder_out if folder == args.out else folder / "text_encoder")
         return save_release(ema["pixelflow"], schedule, folder, resolution=CANVAS,
                             provenance={"script": "train/pixelflow_t2i.py", **provenance})
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"text encoder saved in {encoder_out}", flush=True)
     if args.eval:
         from ..models.flan_t5 import T5TextEncoder
-        from .pixelflow_eval import count_accuracy, format_accuracy
+        from .pixelflow_eval import count_accuracy
+        from .shapes_accuracy import format_accuracy
 
         encoder = T5TextEncoder(result.ema["text_encoder"], shapes_tokenizer())
         print(format_accuracy(count_accuracy(result.ema["pixelflow"], encoder, schedule, samples=args.eval), "count"),

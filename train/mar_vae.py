@@ -1,0 +1,142 @@
+"""Train the built-in tiny KL VAE (MAR's tokenizer) on the shapes world and save it in the official container.
+
+Run from the repository root: ``python -m train.mar_vae --out builtin/vq/shapes-kl.ckpt --steps 2500 --seed 0``
+(``--eval N`` afterwards reports the reconstruction error on N held-out world images and how often the analyser reads
+a reconstruction exactly as the original). The network is our KL-16 autoencoder (:mod:`models.kl16`) at a small
+width with two down-sampling levels, so a 32 px image becomes an 8x8 grid of tokens.
+
+Objective (a plain reconstruction VAE, no adversarial or perceptual term: the world is flat colours on black):
+L1 + squared error of the image decoded from a posterior sample, plus a small KL term that keeps the latents smooth
+and bounded. Afterwards the latent scale is folded into the weights (:func:`normalise_latent_scale`) so that MAR's
+fixed ``x 0.2325`` gives tokens of unit variance, as the released VAE does for ImageNet.
+
+Saved as ``{"model": state_dict, "training": provenance}`` (``kl16.ckpt``'s container) beside ``<name>.json`` with the
+constructor arguments, which the pack's MAR VAE loader reads.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__" and __package__ == "train":  # python -m train.mar_vae, from the repository root
+    from . import run_in_pack
+
+    run_in_pack("mar_vae")
+    raise SystemExit
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..models.kl16 import AutoencoderKL, KL16Config
+from ..models.mar_release import load_kl16
+from ..models.shapes_analyser import class_counts
+from ..samplers.pixels import pixels_to_image
+from .loop import TrainSettings, run, run_arguments, world_batch
+from .shapes_world import ShapesSample, generate_many, image_batch
+
+# 32 px -> 8x8 tokens of 8 channels; GroupNorm's 32 groups need widths that are multiples of 32.
+SHAPES_KL = KL16Config(embed_dim=8, ch_mult=(1, 2, 2), ch=32, num_res_blocks=1, resolution=32,
+                       encoder_attn_resolutions=(), decoder_attn_resolutions=())
+KL_WEIGHT = 1e-4  # per latent element, against the per-pixel reconstruction terms
+RECIPE = TrainSettings(batch_size=64, lr=2e-3, warmup_steps=100)
+NORMALISE_IMAGES = 1024  # world images that set the latent scale
+EVAL_SEED = 10**12  # held-out world seeds start here (training uses seed * 2^32 + k, far below for small seeds)
+
+
+def vae_loss(modules: nn.ModuleDict, images: Tensor, _samples: list[ShapesSample],
+             generator: torch.Generator) -> Tensor:
+    """Reconstruction of ``images`` ``[B, 3, 32, 32]`` in [-1, 1] from a posterior sample, plus the KL term
+    (bf16 autocast: about twice as fast on CPUs with AMX or AVX-512 bf16, the loss itself in float32)."""
+    vae = modules["vae"]
+    with torch.autocast("cpu", torch.bfloat16):
+        mean, logvar = vae.encode_moments(images)  # (B, c, 8, 8) each
+        mean, logvar = mean.float(), logvar.float()
+        sample = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+        decoded = vae.decoder(vae.post_quant_conv(sample)).float()
+    reconstruction = (decoded - images).abs().mean() + (decoded - images).square().mean()
+    kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
+    return reconstruction + KL_WEIGHT * kl
+
+
+@torch.no_grad()
+def normalise_latent_scale(vae: AutoencoderKL, images: Tensor) -> float:
+    """Rescale the posterior so that MAR's tokens (``mean x 0.2325``) of ``images`` have unit standard deviation:
+    the mean rows of ``quant_conv`` times ``a``, the log-variance rows shifted by ``2 ln a``, and ``post_quant_conv``'s
+    inputs divided by ``a``: the same decoded images, tokens of the scale MAR's diffusion head expects. Returns
+    ``a``."""
+    channels = vae.config.embed_dim
+    std = vae.encode_tokens(images).std().item()
+    factor = 1.0 / std
+    vae.quant_conv.weight[:channels] *= factor
+    vae.quant_conv.bias[:channels] *= factor
+    vae.quant_conv.bias[channels:] += 2 * math.log(factor)
+    vae.post_quant_conv.weight /= factor
+    return factor
+
+
+def reconstruct(vae: AutoencoderKL, images: Tensor) -> Tensor:
+    """IMAGE ``[B, 32, 32, 3]`` in 0..1 through the VAE (posterior mean), quantised to 8 bits as a saved PNG."""
+    with torch.no_grad():
+        pixels = vae.decode_tokens(vae.encode_tokens(images.permute(0, 3, 1, 2) * 2 - 1))
+    return (pixels_to_image(pixels) * 255).to(torch.uint8).float() / 255
+
+
+@dataclass(frozen=True)
+class ReconstructionReport:
+    images: int
+    mse: float  # on 0..1 pixels
+    psnr: float
+    read_alike: int  # reconstructions where the analyser finds exactly the original's objects per class
+
+    def line(self) -> str:
+        share = self.read_alike / self.images
+        return (f"reconstruction over {self.images} held-out world images: MSE {self.mse:.5f} (PSNR {self.psnr:.1f} "
+                f"dB); analyser reads {self.read_alike}/{self.images} ({share:.1%}) exactly as the originals")
+
+
+def reconstruction_report(vae: AutoencoderKL, count: int, batch: int = 250) -> ReconstructionReport:
+    """Reconstruct ``count`` world images never seen in training and compare pixels and analyser readings."""
+    squared, alike = 0.0, 0
+    for first in range(0, count, batch):
+        originals = image_batch(generate_many(range(EVAL_SEED + first, EVAL_SEED + min(count, first + batch))))
+        rebuilt = reconstruct(vae, originals)
+        squared += (rebuilt - originals).square().mean(dim=(1, 2, 3)).sum().item()
+        alike += int((class_counts(rebuilt) == class_counts(originals)).all(dim=1).sum())
+    mse = squared / count
+    return ReconstructionReport(count, mse, 10 * math.log10(1 / mse), alike)
+
+
+def build_vae() -> nn.ModuleDict:
+    return nn.ModuleDict({"vae": AutoencoderKL(SHAPES_KL)})
+
+
+def save_vae(vae: AutoencoderKL, path: Path, provenance: dict) -> Path:
+    """``{"model": ..., "training": ...}`` at ``path`` and the constructor arguments in ``<stem>.json`` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {k: v.contiguous() for k, v in vae.state_dict().items()}, "training": provenance}, path)
+    path.with_suffix(".json").write_text(json.dumps(asdict(vae.config), indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = run_arguments(__doc__.split("\n\n")[0], argv, defaults=RECIPE)
+    scale_images = world_batch(args.seed + 1, 0, NORMALISE_IMAGES)[0]  # another run's world: not training data
+
+    def save(ema: nn.ModuleDict, _raw: nn.ModuleDict, path: Path, provenance: dict) -> Path:
+        vae = copy.deepcopy(ema["vae"])  # the EMA keeps training when this is a snapshot
+        factor = normalise_latent_scale(vae, scale_images)
+        target = path if path.suffix else path / "model.ckpt"  # snapshots are folders
+        return save_vae(vae, target, {"script": "train/mar_vae.py", "latent_rescale": factor, **provenance})
+
+    run(build_vae, vae_loss, args, "tiny KL VAE", save, RECIPE)
+    if args.eval:
+        vae, _ = load_kl16(args.out)
+        print(reconstruction_report(vae, args.eval).line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
