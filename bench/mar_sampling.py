@@ -21,8 +21,7 @@ from torch import Tensor
 from flowar.models.kl16 import AutoencoderKL
 from flowar.models.mar import MAR
 from flowar.models.mar_release import load_kl16, load_mar
-from flowar.samplers.mar import KnownTokens
-from flowar.train.mar_eval import NUM_ITER, encode, left_half_known, sample_images
+from flowar.train.mar_eval import NUM_ITER, left_half_tokens, sample_images
 from flowar.train.shapes_world import ShapesSample, image_batch
 
 from quality_report import quantise
@@ -54,8 +53,7 @@ def sample_class(model: MAR, vae: AutoencoderKL, label: int, seed: int) -> tuple
 
 def sample_inpaint(model: MAR, vae: AutoencoderKL, case: ShapesSample, seed: int) -> tuple[Tensor, int]:
     """``case``'s image with its left half kept and the rest generated for its class (quantised ``[32, 32, 3]``)."""
-    original = image_batch([case])
-    known = KnownTokens(encode(vae, model, original), left_half_known(1, model.config.grid))
+    known = left_half_tokens(model, vae, image_batch([case]))
     image, _ = sample_images(model, vae, torch.tensor([case.class_index]), seed, known)
     return quantise(image)[0], NUM_ITER
 

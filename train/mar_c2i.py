@@ -2,14 +2,14 @@
 official container.
 
 Run from the repository root, after the VAE (:mod:`.mar_vae`): ``python -m train.mar_c2i --vae
-builtin/vq/shapes-kl.ckpt --out builtin/mar/shapes-c2i.pth --steps 6000 --seed 0`` (``--eval N`` samples N images
+builtin/vq/shapes-kl.ckpt --out builtin/mar/shapes-c2i.pth --steps 4300 --seed 0`` (``--eval N`` samples N images
 afterwards at the sampler's defaults and prints the class accuracy; ``--snapshots DIR`` keeps the weights every
 ``--every`` steps). The network is our MAR (:mod:`models.mar`: encoder, decoder, diffusion MLP) at a small width on
 the VAE's 8x8 token grid; the objective is :mod:`.mar_objective`; seeding and the loop: :mod:`.loop`. Tokens are
 posterior samples of the frozen VAE times 0.2325, as the official ``engine_mar.py`` trains.
 
-Saved as ``checkpoint-last.pth`` is: ``{"model": raw weights, "model_ema": EMA weights, "training": provenance}``,
-beside ``<name>.json`` with the constructor arguments (head counts and geometry the weights cannot tell).
+Saved in the container of the official ``checkpoint-last.pth``: ``{"model": raw weights, "model_ema": EMA weights,
+"training": provenance}``, beside ``<name>.json`` with the constructor arguments (head counts and geometry the weights cannot tell).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from ..models.shapes import CANVAS, CLASS_NAMES
 from ..samplers.mar_diffusion import diffusion_schedule
 from .loop import Loss, TrainSettings, run, run_arguments
 from .mar_objective import mar_loss
+from .mar_vae import posterior_sample
 from .shapes_world import ShapesSample
 
 SHAPES_MAR = MARConfig(encoder_embed_dim=128, encoder_depth=3, encoder_num_heads=4, decoder_embed_dim=128,
@@ -104,8 +105,7 @@ def build_mar(config: MARConfig = SHAPES_MAR) -> nn.ModuleDict:
 def vae_tokens(vae: AutoencoderKL, images: Tensor, patch_size: int, generator: torch.Generator) -> Tensor:
     """Tokens ``(B, L, C)`` of world images ``[B, 3, H, W]`` in [-1, 1]: a posterior sample times 0.2325."""
     with torch.no_grad():
-        mean, logvar = vae.encode_moments(images)
-        sample = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+        sample = posterior_sample(*vae.encode_moments(images), generator)
     return patchify(sample * LATENT_SCALE, patch_size)
 
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         return save_mar(ema["mar"], raw["mar"], target, {"script": "train/mar_c2i.py", "vae": args.vae.name,
                                                           **provenance})
 
-    result = run(lambda: build_mar(), c2i_loss(vae), args, "MAR c2i", save, RECIPE)
+    result = run(build_mar, c2i_loss(vae), args, "MAR c2i", save, RECIPE)
     if args.eval:
         from .mar_eval import class_accuracy
         from .shapes_accuracy import format_accuracy

@@ -1,7 +1,7 @@
 """Accuracy of the built-in tiny MAR on the shapes world, sampled with the pack's own MAR sampler at the sampler
 node's defaults (64 iterations, cfg 4 constant, temperature 1, 100 diffusion steps).
 
-Class-to-image: as for PixelFlow (:func:`.pixelflow_eval.score`): correct when the analyser finds 1 to 4 objects,
+Class-to-image: as for PixelFlow (:func:`.shapes_accuracy.score`): correct when the analyser finds 1 to 4 objects,
 all of the requested shape and colour. Inpainting: world images of the requested class whose left half holds an
 object; the left half's tokens are kept and the rest is generated with the image's class; correct by the same
 measure (the completed image shows one class, the requested one).
@@ -57,10 +57,12 @@ def sample_images(model: MAR, vae: AutoencoderKL, labels: Tensor, seed: int,
         return pixels_to_image(vae.decode_tokens(latents)), tokens
 
 
-def encode(vae: AutoencoderKL, model: MAR, images: Tensor) -> Tensor:
-    """Tokens ``(B, L, C)`` of IMAGE ``[B, H, W, 3]`` (the posterior mean, as the sampler node encodes)."""
+def left_half_tokens(model: MAR, vae: AutoencoderKL, images: Tensor) -> KnownTokens:
+    """The tokens of IMAGE ``[B, H, W, 3]`` (the posterior mean, as the sampler node encodes) with their left half
+    known: the inpainting input."""
     with torch.no_grad():
-        return patchify(vae.encode_tokens(images.permute(0, 3, 1, 2) * 2 - 1), model.config.patch_size)
+        tokens = patchify(vae.encode_tokens(images.permute(0, 3, 1, 2) * 2 - 1), model.config.patch_size)
+    return KnownTokens(tokens, left_half_known(len(images), model.config.grid))
 
 
 def left_half_known(batch: int, grid: int) -> Tensor:
@@ -96,7 +98,7 @@ def inpaint_accuracy(model: MAR, vae: AutoencoderKL, *, cases: int, seed: int = 
     images, unchanged = [], 0
     for k in range(0, cases, batch):
         chunk = image_batch(samples[k:k + batch])
-        known = KnownTokens(encode(vae, model, chunk), left_half_known(len(chunk), model.config.grid))
+        known = left_half_tokens(model, vae, chunk)
         completed, tokens = sample_images(model, vae, labels[k:k + batch], seed + k // batch, known)
         images.append(completed)
         same = (tokens == known.tokens) | ~known.known[..., None]

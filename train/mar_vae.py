@@ -1,6 +1,6 @@
 """Train the built-in tiny KL VAE (MAR's tokenizer) on the shapes world and save it in the official container.
 
-Run from the repository root: ``python -m train.mar_vae --out builtin/vq/shapes-kl.ckpt --steps 2500 --seed 0``
+Run from the repository root: ``python -m train.mar_vae --out builtin/vq/shapes-kl.ckpt --steps 2400 --seed 0``
 (``--eval N`` afterwards reports the reconstruction error on N held-out world images and how often the analyser reads
 a reconstruction exactly as the original). The network is our KL-16 autoencoder (:mod:`models.kl16`) at a small
 width with two down-sampling levels, so a 32 px image becomes an 8x8 grid of tokens.
@@ -47,6 +47,11 @@ NORMALISE_IMAGES = 1024  # world images that set the latent scale
 EVAL_SEED = 10**12  # held-out world seeds start here (training uses seed * 2^32 + k, far below for small seeds)
 
 
+def posterior_sample(mean: Tensor, logvar: Tensor, generator: torch.Generator) -> Tensor:
+    """A draw of the diagonal Gaussian posterior ``N(mean, exp(logvar))`` from ``generator``."""
+    return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+
+
 def vae_loss(modules: nn.ModuleDict, images: Tensor, _samples: list[ShapesSample],
              generator: torch.Generator) -> Tensor:
     """Reconstruction of ``images`` ``[B, 3, 32, 32]`` in [-1, 1] from a posterior sample, plus the KL term
@@ -55,8 +60,7 @@ def vae_loss(modules: nn.ModuleDict, images: Tensor, _samples: list[ShapesSample
     with torch.autocast("cpu", torch.bfloat16):
         mean, logvar = vae.encode_moments(images)  # (B, c, 8, 8) each
         mean, logvar = mean.float(), logvar.float()
-        sample = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
-        decoded = vae.decoder(vae.post_quant_conv(sample)).float()
+        decoded = vae.decoder(vae.post_quant_conv(posterior_sample(mean, logvar, generator))).float()
     reconstruction = (decoded - images).abs().mean() + (decoded - images).square().mean()
     kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
     return reconstruction + KL_WEIGHT * kl
