@@ -8,7 +8,10 @@ Rows of ``demo.png`` (images upscaled 4x, nearest):
   stage with the shape-count reward by Best-of-N and by Rollover Budget Forcing at 8x the plain NFE (160 model calls
   per image), the pack's own flow search as the PixelFlow sampler runs it; accuracies over 3 seeds per caption;
 - MAR class-to-image, every class; then MAR inpainting: held-out world images of every class (left), their left
-  half kept and the right half generated for the class.
+  half kept and the right half generated for the class;
+- ARPG class-to-image, every class, decoded in parallel (16 steps of 4 tokens) and in raster order (64 steps); then
+  zero-shot editing of held-out world images of every class: the centre regenerated (inpainting), and only the
+  centre kept (outpainting).
 Seeds, settings and cases are those of ``bench/quality.py``, which measures the same things at scale. A built-in
 model that is not shipped (yet) is skipped with a line saying so; a model path given on the command line must exist.
 """
@@ -29,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 from common import load_pack  # noqa: E402
 
 load_pack()
+import arpg_sampling as arpg  # noqa: E402
 import mar_sampling as mar  # noqa: E402
 import pixelflow_sampling as pixelflow  # noqa: E402
 from quality_report import proportion, to_pil  # noqa: E402
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES  # noqa: E402
 from flowar.samplers.flow_search_settings import SearchSettings  # noqa: E402
+from flowar.train.arpg_eval import EDITS, edit_cases  # noqa: E402
 from flowar.train.mar_eval import inpaint_cases  # noqa: E402
 from flowar.train.shapes_accuracy import score, score_counts  # noqa: E402
 
@@ -150,6 +155,29 @@ def mar_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[Ten
             ("inpainting: world\nimage (left kept)", originals), ("MAR inpainting\nright half new", completed)]
 
 
+def arpg_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[Tensor]]]:
+    model, vq = arpg.load_models(args.arpg, args.arpg_vq)
+    labels = torch.arange(COLUMNS)
+    rows = []
+    for method in arpg.METHODS:
+        images, nfe = sample_many([(label, label) for label in range(COLUMNS)],  # the bench's seeds
+                                  lambda label, seed, method=method: arpg.sample_class(model, vq, label, seed, method),
+                                  clock, f"ARPG class-to-image, {method}")
+        rows.append((f"ARPG {method}\n{nfe[0]} steps", images))
+    cases = edit_cases(COLUMNS)  # the bench's first cases: one per class, case j has seed j
+    rows.append(("editing: world\nimage", [case.image.float() / 255 for case in cases]))
+    for edit in EDITS:
+        images, _ = sample_many([(j, j) for j in range(COLUMNS)],
+                                lambda j, seed, edit=edit: arpg.sample_edit(model, vq, cases[j], edit, seed), clock,
+                                f"ARPG {edit}")
+        rows.append((f"ARPG {edit}\n" + ("centre new" if edit == "inpaint" else "centre kept"), images))
+    for label, images in rows[:2] + rows[3:]:
+        accuracy = score(torch.stack(images), labels)
+        clock.say(f"{label.splitlines()[0]} class accuracy of the {accuracy.total} images shown: "
+                  f"{proportion(accuracy.correct, accuracy.total)}")
+    return rows
+
+
 def is_missing_default(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]) -> bool:
     """Whether a built-in model the demo would use by default is not shipped (an explicit path must exist)."""
     return any(getattr(args, name) == parser.get_default(name) and not getattr(args, name).exists()
@@ -161,13 +189,15 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     pixelflow.add_model_arguments(parser)
     mar.add_model_arguments(parser)
+    arpg.add_model_arguments(parser)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per caption for the measured accuracies")
     parser.add_argument("--multiplier", type=int, default=8, help="search budget, x the plain NFE")
     args = parser.parse_args(argv)
     clock = Clock()
     parts = (("PixelFlow class-to-image", ("c2i",), CLASS_NAMES, class_rows),
              ("PixelFlow text-to-image", ("t2i", "text_encoder"), CAPTIONS_SHOWN, text_rows),
-             ("MAR", ("mar", "mar_vae"), CLASS_NAMES, mar_rows))
+             ("MAR", ("mar", "mar_vae"), CLASS_NAMES, mar_rows),
+             ("ARPG", ("arpg", "arpg_vq"), CLASS_NAMES, arpg_rows))
     sections = []
     for title, names, columns, rows in parts:
         if is_missing_default(parser, args, names):

@@ -4,6 +4,7 @@ with 95% intervals, seconds per image, and a markdown summary naming the machine
     python bench/quality.py --family pixelflow --out out/quality            # the defaults
     python bench/quality.py --family pixelflow --out /tmp/q --per-class 2 --per-caption 1 --multipliers 1,4
     python bench/quality.py --family mar --out out/quality-mar              # c2i and inpainting
+    python bench/quality.py --family arpg --out out/quality-arpg            # c2i (parallel, raster) and editing
 
 ``DIR/manifest.json`` lists ``{file, family, mode, class_index | caption, method, nfe, seed}`` per sample (``file``
 relative to DIR, ``nfe`` the model calls actually spent on it, ``seed`` the sampler seed that reproduces it with
@@ -44,11 +45,12 @@ from common import load_pack
 load_pack()
 import torch  # noqa: E402
 
+import quality_arpg  # noqa: E402
 import quality_mar  # noqa: E402
 import quality_pixelflow  # noqa: E402
 from quality_report import SampleRecord, machine, write_manifest  # noqa: E402
 
-FAMILIES = {"pixelflow": quality_pixelflow, "mar": quality_mar}
+FAMILIES = {"pixelflow": quality_pixelflow, "mar": quality_mar, "arpg": quality_arpg}
 MAX_WORKERS = 8
 POLL_SECONDS = 0.2
 
@@ -71,7 +73,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--shard", type=shard, help=argparse.SUPPRESS)  # set by the parent run on its workers
     parser.add_argument("--modes", type=lambda text: [part for part in text.split(",") if part], default=None,
                         help="comma-separated modes of the family (default: all of them: pixelflow c2i,t2i; "
-                             "mar c2i,inpaint)")
+                             "mar c2i,inpaint; arpg c2i,inpaint,outpaint)")
     parser.add_argument("--per-class", type=int, default=20, help="class-to-image samples per class (12 classes)")
     for name, module in FAMILIES.items():
         module.add_arguments(parser.add_argument_group(f"{name} options"))

@@ -31,9 +31,9 @@ class SampleRecord:
 
     file: str  # relative to the output folder
     family: str
-    mode: str  # "c2i", "t2i" or "inpaint"
+    mode: str  # "c2i", "t2i", "inpaint" or "outpaint"
     condition: int | str
-    method: str  # "plain" or the search method
+    method: str  # "plain", ARPG's "parallel" or "raster", or the search method
     nfe: int  # guided velocity evaluations actually spent on this sample
     seed: int
     seconds: float  # CPU time spent sampling it: in the summary, not the manifest (it varies run to run)

@@ -6,28 +6,16 @@ the repository root under one alias; tests import ``flowar.<layer>``.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACK_ALIAS = "flowar"
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from common import load_pack  # noqa: E402  (bench/common.py: the one place that imports the pack)
 
-
-def _load_pack() -> None:
-    if PACK_ALIAS in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(
-        PACK_ALIAS, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_ALIAS] = module
-    spec.loader.exec_module(module)
-
-
-_load_pack()
+load_pack("flowar")
 
 
 def pytest_configure(config: pytest.Config) -> None:

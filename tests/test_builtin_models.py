@@ -9,9 +9,13 @@ import pytest
 import torch
 
 from flowar.models.shapes import CLASS_NAMES
+from flowar.nodes.arpg import FlowARVQTokenizerLoader
 from flowar.nodes.mar import FlowARMARVAELoader
 from flowar.nodes.pixelflow import FlowARFlanT5Loader, FlowARPixelFlowLoader, FlowARPixelFlowSampler
-from flowar.train.mar_vae import reconstruction_report
+from flowar.train.arpg_vq import codebook_usage
+from flowar.train.arpg_vq import reconstruct as reconstruct_vq
+from flowar.train.mar_vae import reconstruct
+from flowar.train.reconstruction import reconstruction_report
 from flowar.train.shapes_accuracy import score
 from support.fixtures import REPO_ROOT
 
@@ -66,5 +70,23 @@ def test_built_in_mar_vae_is_listed_with_its_config() -> None:
 
 def test_built_in_vae_reconstructions_read_as_the_originals() -> None:
     """A guard on the shipped VAE (the 1,000-image measure is in the issue note): 100 held-out images."""
-    report = reconstruction_report(FlowARMARVAELoader().load(MAR_VAE, "fp32")[0].vae, 100)
+    vae = FlowARMARVAELoader().load(MAR_VAE, "fp32")[0].vae
+    report = reconstruction_report(lambda images: reconstruct(vae, images), 100)
     assert report.read_alike >= 98 and report.psnr > 30
+
+
+ARPG_VQ = "builtin/shapes-vq.pt"
+
+
+def test_built_in_vq_is_listed_with_its_config() -> None:
+    assert ARPG_VQ in FlowARVQTokenizerLoader.INPUT_TYPES()["required"]["vq_name"][0]
+    assert (BUILTIN / "vq" / "shapes-vq.json").is_file()
+
+
+def test_built_in_vq_reconstructions_read_as_the_originals_and_use_the_codebook() -> None:
+    """A guard on the shipped tokenizer (the 1,000-image measure is in the issue note): 100 held-out images."""
+    vq = FlowARVQTokenizerLoader().load(ARPG_VQ, "fp32")[0].patcher.model
+    report = reconstruction_report(lambda images: reconstruct_vq(vq, images), 100)
+    assert report.read_alike >= 98 and report.psnr > 30
+    assert codebook_usage(vq, 500).used >= vq.config.codebook_size // 2
+

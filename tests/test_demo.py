@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from support.fixtures import REPO_ROOT
-from test_quality_bench import micro_mar_models, micro_models
+from test_quality_bench import micro_arpg_models, micro_mar_models, micro_models
 
 spec = importlib.util.spec_from_file_location("flowar_demo", REPO_ROOT / "demo.py")
 demo = importlib.util.module_from_spec(spec)
@@ -23,7 +23,7 @@ spec.loader.exec_module(demo)
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     folder = tmp_path_factory.mktemp("micro")
-    return micro_models(folder) + micro_mar_models(folder)
+    return micro_models(folder) + micro_mar_models(folder) + micro_arpg_models(folder)
 
 
 def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path: Path,
@@ -32,7 +32,7 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
     printed = capsys.readouterr().out
     assert path == tmp_path / "demo.png"
     with Image.open(path) as grid:
-        assert grid.size == demo.grid_size(rows=8, sections=3)  # 2 class rows; plain, Best-of-N, RBF; MAR 3
+        assert grid.size == demo.grid_size(rows=13, sections=4)  # 2 class rows; plain, Best-of-N, RBF; MAR 3; ARPG 5
         pixels = torch.from_numpy(np.array(grid.convert("RGB"))).float()  # (H, W, 3)
     model, schedule = demo.pixelflow.load_model(Path(models[1]))
     image, nfe = demo.pixelflow.sample_class(model, schedule, 0, 0)  # first class, first seed
@@ -52,6 +52,15 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
     world = pixels[mar_top + demo.CELL + demo.GAP:mar_top + 2 * demo.CELL + demo.GAP,
                    demo.LABEL_WIDTH:demo.LABEL_WIDTH + demo.CELL]  # inpainting row, first class
     case = demo.inpaint_cases(1)[0]
+    assert torch.equal(world, case.image.float().repeat_interleave(demo.SCALE, 0).repeat_interleave(demo.SCALE, 1))
+    for what in ("ARPG parallel", "ARPG raster", "ARPG inpaint", "ARPG outpaint"):
+        assert re.search(rf"{what} class accuracy of the 12 images shown: .*\(\d+/12\)", printed), what
+    assert ("; ARPG parallel 16 steps; ARPG raster 64 steps; editing: world image; ARPG inpaint centre new; ARPG "
+            "outpaint centre kept") in printed
+    arpg_top = demo.HEADER_HEIGHT * 4 + 8 * (demo.CELL + demo.GAP)  # fourth section, after 8 image rows
+    world = pixels[arpg_top + 2 * (demo.CELL + demo.GAP):arpg_top + 2 * (demo.CELL + demo.GAP) + demo.CELL,
+                   demo.LABEL_WIDTH:demo.LABEL_WIDTH + demo.CELL]  # editing row, first class
+    case = demo.edit_cases(1)[0]
     assert torch.equal(world, case.image.float().repeat_interleave(demo.SCALE, 0).repeat_interleave(demo.SCALE, 1))
     assert re.search(rf"wrote {re.escape(str(path))} in \d+ s in total", printed)
 

@@ -165,14 +165,20 @@ def test_pixelflow_cascade_replays_fixture_run(case) -> None:
 
 @pytest.mark.parametrize("case", cascade_cases())
 def test_block_noise_from_recorded_draws(case) -> None:
+    """The factor is compared through the covariance it gives: with gamma = -1/3 the covariance is singular but for
+    its 1e-6 jitter, so the last pivot of a float32 Cholesky is set by rounding and differs between LAPACK builds
+    (0.00189 in the fixtures, 0.00195 on an AVX-512 EPYC); the recorded draws are then correlated with the recorded
+    factor, which checks the block layout exactly."""
     tensors = case.tensors
+    recorded = tensors["cascade.block_noise_cholesky_L"]
     cholesky = block_cholesky(case.config.get("scheduler", {}).get("gamma", DEFAULT_GAMMA))
-    close(cholesky, tensors["cascade.block_noise_cholesky_L"], tolerance(case, "forward"), "cholesky")
+    assert torch.equal(cholesky, cholesky.tril())
+    close(cholesky @ cholesky.T, recorded @ recorded.T, tolerance(case, "forward"), "covariance")
     raw = {key: value for key, value in tensors.items() if key.endswith(".block_noise_raw_eps")}
     assert raw, "no block-noise draws recorded"
     for key, eps in raw.items():
         expected = tensors[key.replace("_raw_eps", "")]
-        close(correlate_blocks(eps, cholesky, tuple(expected.shape)), expected, tolerance(case, "forward"), key)
+        close(correlate_blocks(eps, recorded, tuple(expected.shape)), expected, tolerance(case, "forward"), key)
 
 
 # --------------------------------------------------------------------------------------------------- dopri5

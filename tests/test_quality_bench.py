@@ -20,10 +20,12 @@ from flowar.models.flan_t5 import load_t5_encoder
 from flowar.models.pixelflow import PixelFlowConfig
 from flowar.models.rewards.shapes_count import ShapesCountReward
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES
+from flowar.nodes.arpg import FlowARARPGLoader, FlowARARPGSampler, FlowARVQTokenizerLoader
 from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoader
 from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.pixelflow_schedule import cascade_schedule
+from flowar.train.arpg_eval import edit_cases
 from flowar.train.mar_eval import inpaint_cases
 from flowar.train.pixelflow_c2i import c2i_task
 from flowar.train.pixelflow_eval import text_condition
@@ -260,3 +262,53 @@ def test_mar_family_writes_c2i_and_inpainting_samples_the_node_reproduces(tmp_pa
 def test_mar_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown MAR mode outpaint"):
         quality.main(["--family", "mar", "--out", str(tmp_path), "--modes", "outpaint"])
+
+
+# ---------------------------------------------------------------------------------------------------- ARPG
+
+
+def micro_arpg_models(folder: Path) -> list[str]:
+    """A micro ARPG and VQ tokenizer trained two steps (``test_train_arpg``); their bench/demo options."""
+    from test_train_arpg import write_micro_arpg
+
+    arpg_path, vq_path = write_micro_arpg(folder)
+    return ["--arpg", str(arpg_path), "--arpg-vq", str(vq_path)]
+
+
+def test_arpg_family_writes_parallel_raster_and_editing_samples_the_node_reproduces(
+        tmp_path: Path, models_dir: Path, request: pytest.FixtureRequest) -> None:
+    options = micro_arpg_models(models_dir)
+    out = tmp_path / "quality"
+    summary = quality.main(["--family", "arpg", "--out", str(out), *options, "--per-class", "1", "--edit-cases", "2",
+                            "--workers", "1"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(e["mode"], e["method"], e["class_index"], e["seed"], e["nfe"]) for e in manifest] == \
+        [("c2i", "parallel", k, k, 16) for k in range(12)] + [("c2i", "raster", k, k, 64) for k in range(12)] + \
+        [(edit, "parallel", j, j, 16) for edit in ("inpaint", "outpaint") for j in range(2)]
+    for entry in manifest:
+        assert list(entry) == ["file", "family", "mode", "class_index", "method", "nfe", "seed"]
+        with Image.open(out / entry["file"]) as image:
+            assert (image.size, image.mode) == ((32, 32), "RGB")
+    for row in ("| c2i | parallel | 12 | 16 | ", "| c2i | raster | 12 | 64 | ", "| inpaint | parallel | 2 | 16 | ",
+                "| outpaint | parallel | 2 | 16 | "):
+        assert row in summary
+    model = FlowARARPGLoader().load("micro-c2i.pt", "fp32")[0]
+    vq = FlowARVQTokenizerLoader().load("micro-vq.pt", "fp32")[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark draws
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    options = dict(cfg=4.0, cfg_schedule="linear", temperature=1.0, top_k=0, top_p=1.0, batch_size=1)
+    for index, schedule in ((7, "arccos"), (19, "raster")):
+        image = FlowARARPGSampler().sample(model, vq, seed=7, steps=16, schedule=schedule, class_index=7, **options)[0]
+        assert_png_holds(out / manifest[index]["file"], image[0])
+    source = edit_cases(2)[1].image[None].float() / 255  # case 1: seed 1, class 1
+    for index, region in ((25, "centre"), (27, "border")):
+        mask = FlowARRegionMask().make(source, region, 0.5)[0]
+        image = FlowARARPGSampler().sample(model, vq, seed=1, steps=16, schedule="arccos", class_index=1,
+                                           image=source, mask=mask, **options)[0]
+        assert_png_holds(out / manifest[index]["file"], image[0])
+
+
+def test_arpg_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown ARPG mode t2i"):
+        quality.main(["--family", "arpg", "--out", str(tmp_path), "--modes", "t2i"])

@@ -25,7 +25,7 @@ if __name__ == "__main__" and __package__ == "train":  # python -m train.mar_vae
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -33,10 +33,10 @@ from torch import Tensor, nn
 
 from ..models.kl16 import AutoencoderKL, KL16Config
 from ..models.mar_release import load_kl16
-from ..models.shapes_analyser import class_counts
 from ..samplers.pixels import pixels_to_image
 from .loop import TrainSettings, run, run_arguments, world_batch
-from .shapes_world import ShapesSample, generate_many, image_batch
+from .reconstruction import eight_bit, reconstruction_report
+from .shapes_world import ShapesSample
 
 # 32 px -> 8x8 tokens of 8 channels; GroupNorm's 32 groups need widths that are multiples of 32.
 SHAPES_KL = KL16Config(embed_dim=8, ch_mult=(1, 2, 2), ch=32, num_res_blocks=1, resolution=32,
@@ -44,7 +44,6 @@ SHAPES_KL = KL16Config(embed_dim=8, ch_mult=(1, 2, 2), ch=32, num_res_blocks=1, 
 KL_WEIGHT = 1e-4  # per latent element, against the per-pixel reconstruction terms
 RECIPE = TrainSettings(batch_size=64, lr=2e-3, warmup_steps=100)
 NORMALISE_IMAGES = 1024  # world images that set the latent scale
-EVAL_SEED = 10**12  # held-out world seeds start here (training uses seed * 2^32 + k, far below for small seeds)
 
 
 def posterior_sample(mean: Tensor, logvar: Tensor, generator: torch.Generator) -> Tensor:
@@ -86,32 +85,7 @@ def reconstruct(vae: AutoencoderKL, images: Tensor) -> Tensor:
     """IMAGE ``[B, 32, 32, 3]`` in 0..1 through the VAE (posterior mean), quantised to 8 bits as a saved PNG."""
     with torch.no_grad():
         pixels = vae.decode_tokens(vae.encode_tokens(images.permute(0, 3, 1, 2) * 2 - 1))
-    return (pixels_to_image(pixels) * 255).to(torch.uint8).float() / 255
-
-
-@dataclass(frozen=True)
-class ReconstructionReport:
-    images: int
-    mse: float  # on 0..1 pixels
-    psnr: float
-    read_alike: int  # reconstructions where the analyser finds exactly the original's objects per class
-
-    def line(self) -> str:
-        share = self.read_alike / self.images
-        return (f"reconstruction over {self.images} held-out world images: MSE {self.mse:.5f} (PSNR {self.psnr:.1f} "
-                f"dB); analyser reads {self.read_alike}/{self.images} ({share:.1%}) exactly as the originals")
-
-
-def reconstruction_report(vae: AutoencoderKL, count: int, batch: int = 250) -> ReconstructionReport:
-    """Reconstruct ``count`` world images never seen in training and compare pixels and analyser readings."""
-    squared, alike = 0.0, 0
-    for first in range(0, count, batch):
-        originals = image_batch(generate_many(range(EVAL_SEED + first, EVAL_SEED + min(count, first + batch))))
-        rebuilt = reconstruct(vae, originals)
-        squared += (rebuilt - originals).square().mean(dim=(1, 2, 3)).sum().item()
-        alike += int((class_counts(rebuilt) == class_counts(originals)).all(dim=1).sum())
-    mse = squared / count
-    return ReconstructionReport(count, mse, 10 * math.log10(1 / mse), alike)
+    return eight_bit(pixels_to_image(pixels))
 
 
 def build_vae() -> nn.ModuleDict:
@@ -139,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     run(build_vae, vae_loss, args, "tiny KL VAE", save, RECIPE)
     if args.eval:
         vae, _ = load_kl16(args.out)
-        print(reconstruction_report(vae, args.eval).line(), flush=True)
+        print(reconstruction_report(lambda images: reconstruct(vae, images), args.eval).line(), flush=True)
 
 
 if __name__ == "__main__":
