@@ -4,6 +4,7 @@ sampler node, the evaluation's cases and settings, and the scripts from the repo
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -20,7 +21,7 @@ from flowar.nodes.masks import FlowARRegionMask
 from flowar.train import arpg_eval
 from flowar.train.arpg_c2i import SHAPES_ARPG, build_arpg, c2i_loss, save_arpg
 from flowar.train.arpg_objective import condition_ids, random_orders, teacher_forced_logits
-from flowar.train.arpg_vq import DEAD_AFTER, SHAPES_VQ, CodeUsage, build_vq, save_vq, vq_loss
+from flowar.train.arpg_vq import DEAD_AFTER, SHAPES_VQ, CodeUsage, build_vq, conditional_entropy, save_vq, vq_loss
 from flowar.train.loop import TrainSettings, train_modules
 from support.fixtures import REPO_ROOT
 
@@ -94,6 +95,13 @@ def test_codes_idle_too_long_move_onto_latents_of_the_batch_on_the_next_step() -
     vectors = latents.permute(0, 2, 3, 1).reshape(-1, 3)
     assert all(any(torch.equal(row, vector) for vector in vectors) for row in moved)
     assert codebook[:2].abs().sum() == 0 and usage.idle.tolist() == [0, 0, 0, 0] and usage.planned is None
+
+
+def test_code_entropy_given_the_patch_is_0_for_a_function_of_it_and_log_k_for_a_fair_k_way_split() -> None:
+    patches = torch.arange(6).repeat(200)[:, None].expand(-1, 3)  # (1200, 3): 6 contents
+    assert conditional_entropy(patches[:, 0] % 4, patches) == pytest.approx(0.0, abs=1e-12)
+    split = torch.arange(1200) // 6 % 4  # each content spread evenly over 4 codes
+    assert conditional_entropy(split, patches) == pytest.approx(math.log(4), abs=1e-9)
 
 
 def test_tokenizer_and_arpg_losses_are_seeded_and_fall() -> None:

@@ -118,24 +118,44 @@ class CodebookUsage:
     codes: int  # codebook size
     used: int  # codes chosen at least once
     perplexity: float  # exp(entropy) of the code frequencies
+    context_nats: float  # entropy of a code given its own patch's pixels: what it says about its place and neighbours
 
     def line(self) -> str:
         return (f"codebook usage: {self.used}/{self.codes} codes ({self.used / self.codes:.0%}), perplexity "
-                f"{self.perplexity:.0f}")
+                f"{self.perplexity:.0f}; code entropy given the patch's own pixels {self.context_nats:.2f} nats")
+
+
+def entropy(counts: Tensor) -> Tensor:
+    """Entropy in nats of the distribution proportional to ``counts`` ``(N,)``."""
+    share = counts[counts > 0].double() / counts.sum()
+    return -(share * share.log()).sum()
+
+
+def conditional_entropy(codes: Tensor, patches: Tensor) -> float:
+    """H(code | patch) in nats over paired samples: ``codes`` ``(N,)`` int64 and ``patches`` ``(N, D)`` pixel
+    contents; 0 when equal patches always get the same code."""
+    _, content = torch.unique(patches, dim=0, return_inverse=True)  # (N,) id of each pixel content
+    _, pair_counts = torch.unique(torch.stack([content, codes], dim=1), dim=0, return_counts=True)
+    return float(entropy(pair_counts) - entropy(torch.bincount(content)))
 
 
 def codebook_usage(vq: VQModel, count: int, batch: int = 250) -> CodebookUsage:
-    """How many codes the tokenizer uses on ``count`` held-out world images, and how evenly."""
+    """How many codes the tokenizer uses on ``count`` held-out world images, how evenly, and how much a code says
+    beyond its own patch's pixels (a token model has to predict that part too)."""
     size = vq.config.codebook_size
-    frequencies = torch.zeros(size)
+    codes, patches = [], []
     with torch.no_grad():
         for first in range(0, count, batch):
-            images = held_out_images(first, min(batch, count - first))
-            indices = vq.encode_indices(images.permute(0, 3, 1, 2) * 2 - 1)
-            frequencies += torch.bincount(indices.flatten(), minlength=size).float()
-    share = frequencies / frequencies.sum()
-    entropy = -(share[share > 0] * share[share > 0].log()).sum()
-    return CodebookUsage(size, int((frequencies > 0).sum()), float(entropy.exp()))
+            images = held_out_images(first, min(batch, count - first))  # (b, 32, 32, 3)
+            indices = vq.encode_indices(images.permute(0, 3, 1, 2) * 2 - 1)  # (b, h, w)
+            side = images.shape[1] // indices.shape[1]
+            blocks = eight_bit(images).unflatten(1, (indices.shape[1], side)).unflatten(3, (indices.shape[2], side))
+            patches.append(blocks.permute(0, 1, 3, 2, 4, 5).flatten(3).flatten(0, 2))  # (b*h*w, side*side*3)
+            codes.append(indices.flatten())
+    codes = torch.cat(codes)  # (N,)
+    frequencies = torch.bincount(codes, minlength=size)
+    return CodebookUsage(size, int((frequencies > 0).sum()), float(entropy(frequencies).exp()),
+                         conditional_entropy(codes, torch.cat(patches)))
 
 
 def build_vq() -> nn.ModuleDict:
