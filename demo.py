@@ -10,8 +10,8 @@ Rows of ``demo.png`` (images upscaled 4x, nearest):
 - MAR class-to-image, every class; then MAR inpainting: held-out world images of every class (left), their left
   half kept and the right half generated for the class;
 - ARPG class-to-image, every class, decoded in parallel (16 steps of 4 tokens) and in raster order (64 steps); then
-  zero-shot editing of held-out world images of every class: the centre regenerated (inpainting), and only the
-  centre kept (outpainting).
+  zero-shot editing of held-out world images of every class: the centre regenerated (inpainting), and the
+  border band regenerated (outpainting).
 Seeds, settings and cases are those of ``bench/quality.py``, which measures the same things at scale. A built-in
 model that is not shipped (yet) is skipped with a line saying so; a model path given on the command line must exist.
 """
@@ -170,7 +170,7 @@ def arpg_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[Te
         images, _ = sample_many([(j, j) for j in range(COLUMNS)],
                                 lambda j, seed, edit=edit: arpg.sample_edit(model, vq, cases[j], edit, seed), clock,
                                 f"ARPG {edit}")
-        rows.append((f"ARPG {edit}\n" + ("centre new" if edit == "inpaint" else "centre kept"), images))
+        rows.append((f"ARPG {edit}\n" + ("centre new" if edit == "inpaint" else "border new"), images))
     for label, images in rows[:2] + rows[3:]:
         accuracy = score(torch.stack(images), labels)
         clock.say(f"{label.splitlines()[0]} class accuracy of the {accuracy.total} images shown: "

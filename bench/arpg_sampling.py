@@ -1,11 +1,11 @@
 """ARPG sampling shared by ``bench/quality.py`` and ``demo.py``: the built-in tiny ARPG and its VQ tokenizer sampled
-with the settings of ``train/arpg_eval.py`` (the sampler node's defaults with the built-in's 16 parallel steps, and
-the raster baseline), one seed per sample at batch 1, so a manifest's seed reproduces its image in the ARPG Sampler
+with the settings of ``train/arpg_eval.py`` (the built-in's own: 16 parallel steps, cfg 2, temperature 0.7, and the
+raster baseline), one seed per sample at batch 1, so a manifest's seed reproduces its image in the ARPG Sampler
 node.
 
 Editing cases are held-out world images with an object of their class in the centre (``edit_cases``): inpainting
-regenerates the centre 4x4 tokens, outpainting keeps them and regenerates the ring around them, as the sampler
-node does with the corresponding masks. The sampler seed of case ``j`` is ``j`` too.
+regenerates the centre 4x4 tokens, outpainting the border ring one token wide around the centre 6x6, as the sampler
+node does with the Region Mask's centre 0.5 and border 0.25. The sampler seed of case ``j`` is ``j`` too.
 
 NFE: the transformer evaluations of a sample (one per decoding step, the guided pair counted once).
 """

@@ -1,8 +1,8 @@
 """ARPG family of ``bench/quality.py``: class accuracy of the built-in tiny ARPG decoding in parallel (``c2i``, method
 ``parallel``: 16 steps of 4 tokens in a random order) and in raster order (method ``raster``: 64 steps of one
 token), and of its zero-shot editing (``inpaint``: the centre 4x4 tokens of a held-out world image regenerated for its
-class; ``outpaint``: only those kept); how samples are drawn is in ``bench/arpg_sampling.py`` (shared with
-``demo.py``).
+class; ``outpaint``: the border ring one token wide regenerated); how samples are drawn is in
+``bench/arpg_sampling.py`` (shared with ``demo.py``).
 
 Seeds: sample ``j`` of class ``k`` has seed ``12 j + k`` in both methods; editing case ``j`` (class ``j mod 12``) has
 seed ``j``.
@@ -98,9 +98,11 @@ def report(args: argparse.Namespace, out: Path, jobs: Sequence[Job], records: Se
                          *(proportion(*accuracy.per_shape[shape]) for shape in SHAPES), f"{seconds:.3f}"])
     table = markdown_table(["mode", "method", "samples", "steps (NFE)", "class accuracy [95% CI]", *SHAPES,
                             "s/image"], rows)
-    return (f"## ARPG: `{args.arpg}` with `{args.arpg_vq}`\n\nparallel: {BUILTIN_STEPS} steps, {PARALLEL.schedule} "
-            f"schedule; raster: one token per step in reading order; both cfg {PARALLEL.guidance} "
-            f"{PARALLEL.cfg_schedule}, temperature {PARALLEL.temperature} (the sampler node's defaults but the step "
-            f"count). c2i: {args.per_class} samples per class and method; inpaint / outpaint: held-out world images "
-            "of each class in turn with an object in the centre 16x16 px; inpaint regenerates the centre 4x4 tokens, "
-            "outpaint keeps only them. Correct: 1 to 4 objects, all of the requested class.\n\n" + table)
+    raster = METHODS["raster"]
+    return (f"## ARPG: `{args.arpg}` with `{args.arpg_vq}`\n\nparallel (the built-in's settings, as in its "
+            f"workflows): {BUILTIN_STEPS} steps, {PARALLEL.schedule} schedule, cfg {PARALLEL.guidance} "
+            f"{PARALLEL.cfg_schedule}, temperature {PARALLEL.temperature}; raster: one token per step in reading "
+            f"order, cfg {raster.guidance} {raster.cfg_schedule}, temperature {raster.temperature}. c2i: "
+            f"{args.per_class} samples per class and method; inpaint / outpaint: held-out world images of each "
+            "class in turn with an object in the centre 16x16 px; inpaint regenerates the centre 4x4 tokens, "
+            "outpaint the border ring one token wide. Correct: 1 to 4 objects, all of the requested class.\n\n" + table)

@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from flowar.models.shapes import CLASS_NAMES
-from flowar.nodes.arpg import FlowARVQTokenizerLoader
+from flowar.nodes.arpg import FlowARARPGLoader, FlowARARPGSampler, FlowARVQEncode, FlowARVQTokenizerLoader
 from flowar.nodes.mar import FlowARMARVAELoader
+from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARFlanT5Loader, FlowARPixelFlowLoader, FlowARPixelFlowSampler
+from flowar.train.arpg_eval import PARALLEL
 from flowar.train.arpg_vq import codebook_usage
 from flowar.train.arpg_vq import reconstruct as reconstruct_vq
 from flowar.train.mar_vae import reconstruct
 from flowar.train.reconstruction import reconstruction_report
 from flowar.train.shapes_accuracy import score
+from support.arpg import sampler_inputs
 from support.fixtures import REPO_ROOT
 
 BUILTIN = REPO_ROOT / "builtin"
@@ -90,3 +93,46 @@ def test_built_in_vq_reconstructions_read_as_the_originals_and_use_the_codebook(
     assert report.read_alike >= 98 and report.psnr > 30
     assert codebook_usage(vq, 500).used >= vq.config.codebook_size // 2
 
+
+
+ARPG = "builtin/shapes-c2i.pt"
+
+
+def built_in_arpg() -> tuple:
+    return FlowARARPGLoader().load(ARPG, "fp32")[0], FlowARVQTokenizerLoader().load(ARPG_VQ, "fp32")[0]
+
+
+def sample_built_in_arpg(model, vq, class_index: int, **edit) -> tuple:
+    """The ARPG Sampler node at the built-in's own settings (``train/arpg_eval.py``: PARALLEL)."""
+    return FlowARARPGSampler().sample(model, vq, seed=0, batch_size=1, class_index=class_index,
+                                      **sampler_inputs(PARALLEL), **edit)
+
+
+def test_built_in_arpg_is_listed_with_its_config_and_its_tokenizer_vocabulary() -> None:
+    assert ARPG in FlowARARPGLoader.INPUT_TYPES()["required"]["ckpt_name"][0]
+    assert (BUILTIN / "arpg" / "shapes-c2i.json").is_file()
+    model, vq = built_in_arpg()
+    assert model.config.num_classes == len(CLASS_NAMES)
+    assert model.config.vocab_size == vq.patcher.model.config.codebook_size
+
+
+def test_built_in_arpg_draws_its_classes_through_the_sampler_node(models_dir: Path) -> None:
+    """A regression guard on the shipped weights and the node path (the accuracy itself is measured by
+    ``bench/quality.py`` over 240 seeds): most of one image per class, seed 0, is judged right by the analyser."""
+    model, vq = built_in_arpg()
+    images = torch.cat([sample_built_in_arpg(model, vq, label)[0] for label in range(len(CLASS_NAMES))])
+    assert score(images, torch.arange(len(CLASS_NAMES))).correct >= len(CLASS_NAMES) // 2
+
+
+@pytest.mark.parametrize("region,amount,regenerated", [("centre", 0.5, 16), ("border", 0.25, 28)])
+def test_built_in_arpg_edits_keep_the_tokens_outside_the_region_mask(region: str, amount: float,
+                                                                     regenerated: int) -> None:
+    """The inpainting / outpainting workflows' path: a generated blue square, a Region Mask over its centre (or
+    border band), and the sampler regenerating only the tokens under the mask (4x4 of 8x8, or the ring of 28)."""
+    model, vq = built_in_arpg()
+    image = sample_built_in_arpg(model, vq, 6)[0]
+    mask = FlowARRegionMask().make(image, region, amount)[0]
+    original = FlowARVQEncode().encode(vq, image, mask)[0]
+    completed = sample_built_in_arpg(model, vq, 6, image=image, mask=mask)[1].tokens
+    assert int((~original.known).sum()) == regenerated
+    assert torch.equal(completed[:, original.known], original.tokens[:, original.known])

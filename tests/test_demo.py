@@ -56,7 +56,7 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
     for what in ("ARPG parallel", "ARPG raster", "ARPG inpaint", "ARPG outpaint"):
         assert re.search(rf"{what} class accuracy of the 12 images shown: .*\(\d+/12\)", printed), what
     assert ("; ARPG parallel 16 steps; ARPG raster 64 steps; editing: world image; ARPG inpaint centre new; ARPG "
-            "outpaint centre kept") in printed
+            "outpaint border new") in printed
     arpg_top = demo.HEADER_HEIGHT * 4 + 8 * (demo.CELL + demo.GAP)  # fourth section, after 8 image rows
     world = pixels[arpg_top + 2 * (demo.CELL + demo.GAP):arpg_top + 2 * (demo.CELL + demo.GAP) + demo.CELL,
                    demo.LABEL_WIDTH:demo.LABEL_WIDTH + demo.CELL]  # editing row, first class

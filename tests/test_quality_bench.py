@@ -25,13 +25,14 @@ from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoad
 from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.pixelflow_schedule import cascade_schedule
-from flowar.train.arpg_eval import edit_cases
+from flowar.train.arpg_eval import PARALLEL, RASTER, edit_cases
 from flowar.train.mar_eval import inpaint_cases
 from flowar.train.pixelflow_c2i import c2i_task
 from flowar.train.pixelflow_eval import text_condition
 from flowar.train.pixelflow_t2i import save_text_encoder, t2i_task
 from flowar.train.loop import TrainSettings
 from flowar.train.pixelflow_training import save_release, train
+from support.arpg import sampler_inputs
 from support.fixtures import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -297,15 +298,15 @@ def test_arpg_family_writes_parallel_raster_and_editing_samples_the_node_reprodu
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the benchmark draws
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    options = dict(cfg=4.0, cfg_schedule="linear", temperature=1.0, top_k=0, top_p=1.0, batch_size=1)
-    for index, schedule in ((7, "arccos"), (19, "raster")):
-        image = FlowARARPGSampler().sample(model, vq, seed=7, steps=16, schedule=schedule, class_index=7, **options)[0]
+    for index, settings in ((7, PARALLEL), (19, RASTER)):
+        image = FlowARARPGSampler().sample(model, vq, seed=7, batch_size=1, class_index=7,
+                                           **sampler_inputs(settings))[0]
         assert_png_holds(out / manifest[index]["file"], image[0])
     source = edit_cases(2)[1].image[None].float() / 255  # case 1: seed 1, class 1
-    for index, region in ((25, "centre"), (27, "border")):
-        mask = FlowARRegionMask().make(source, region, 0.5)[0]
-        image = FlowARARPGSampler().sample(model, vq, seed=1, steps=16, schedule="arccos", class_index=1,
-                                           image=source, mask=mask, **options)[0]
+    for index, region, amount in ((25, "centre", 0.5), (27, "border", 0.25)):
+        mask = FlowARRegionMask().make(source, region, amount)[0]
+        image = FlowARARPGSampler().sample(model, vq, seed=1, batch_size=1, class_index=1, image=source, mask=mask,
+                                           **sampler_inputs(PARALLEL))[0]
         assert_png_holds(out / manifest[index]["file"], image[0])
 
 

@@ -62,7 +62,9 @@ def test_lists_model_files_with_extension_filter(models_dir: Path) -> None:
     (models_dir / "arpg" / "sub").mkdir()
     (models_dir / "arpg" / "sub" / "b.safetensors").write_bytes(b"")
     (models_dir / "arpg" / "readme.txt").write_text("not a model")
-    assert runtime.list_files("arpg") == ["arpg_300m.pt", "sub/b.safetensors"]
+    listed = runtime.list_files("arpg")
+    assert listed[:2] == ["arpg_300m.pt", "sub/b.safetensors"]  # the user's files, then the pack's built-ins
+    assert all(name.startswith("builtin/") for name in listed[2:])
 
 
 def test_lists_hugging_face_folders(models_dir: Path) -> None:

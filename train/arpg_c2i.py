@@ -2,7 +2,7 @@
 the official container.
 
 Run from the repository root, after the tokenizer (:mod:`.arpg_vq`): ``python -m train.arpg_c2i --vq
-builtin/vq/shapes-vq.pt --out builtin/arpg/shapes-c2i.pt --steps 6000 --seed 0`` (``--eval N`` samples N images
+builtin/vq/shapes-vq.pt --out builtin/arpg/shapes-c2i.pt --steps 3000 --seed 0`` (``--eval N`` samples N images
 afterwards at the built-in's default settings and prints the class accuracy; ``--snapshots DIR`` keeps the weights
 every ``--every`` steps). The network is our ARPG (:mod:`models.arpg`: content layers, shared K/V, guided query
 layers) at a small width on the tokenizer's 8x8 grid; the objective is :mod:`.arpg_objective`; seeding and the
@@ -22,8 +22,6 @@ if __name__ == "__main__" and __package__ == "train":  # python -m train.arpg_c2
     raise SystemExit
 
 import argparse
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -36,7 +34,7 @@ from ..models.shapes import CLASS_NAMES
 from ..models.vq16 import VQModel
 from .arpg_objective import arpg_loss
 from .arpg_vq import SHAPES_VQ
-from .loop import Loss, TrainSettings, run, run_arguments
+from .loop import Loss, TrainSettings, run, run_arguments, save_container
 from .shapes_world import ShapesSample
 
 SHAPES_ARPG = ARPGConfig(dim=128, n_layer=8, n_head=4, vocab_size=SHAPES_VQ.codebook_size,
@@ -90,11 +88,7 @@ def check_pairing(config: ARPGConfig, vq: VQModel) -> None:
 
 def save_arpg(model: ARPGTransformer, path: Path, provenance: dict) -> Path:
     """The official container at ``path`` and the ``ModelArgs`` in ``<stem>.json`` beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.contiguous() for k, v in model.state_dict().items()}, "training": provenance},
-               path)
-    path.with_suffix(".json").write_text(json.dumps(asdict(model.config), indent=1) + "\n")
-    return path
+    return save_container(path, {"state_dict": model}, model.config, provenance)
 
 
 def extra_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,8 +25,7 @@ if __name__ == "__main__" and __package__ == "train":  # python -m train.arpg_vq
     run_in_pack("arpg_vq")
     raise SystemExit
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 from ..models.arpg_release import load_vq
 from ..models.vq16 import VQConfig, VQModel
 from ..samplers.pixels import pixels_to_image
-from .loop import TrainSettings, run, run_arguments
+from .loop import TrainSettings, run, run_arguments, save_container
 from .reconstruction import eight_bit, held_out_images, reconstruction_report
 from .shapes_world import ShapesSample
 
@@ -164,10 +163,7 @@ def build_vq() -> nn.ModuleDict:
 
 def save_vq(vq: VQModel, path: Path, provenance: dict) -> Path:
     """``{"model": ..., "training": ...}`` at ``path`` and the constructor arguments in ``<stem>.json`` beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {k: v.contiguous() for k, v in vq.state_dict().items()}, "training": provenance}, path)
-    path.with_suffix(".json").write_text(json.dumps(asdict(vq.config), indent=1) + "\n")
-    return path
+    return save_container(path, {"model": vq}, vq.config, provenance)
 
 
 def main(argv: list[str] | None = None) -> None:

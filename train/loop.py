@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -164,3 +166,15 @@ def run(build: Build, loss: Loss, args: argparse.Namespace, title: str, save: Sa
     written = save(result.ema, result.raw, args.out, provenance)
     print(f"saved {written} ({written.stat().st_size / 2**20:.2f} MB)", flush=True)
     return result
+
+
+def save_container(path: Path, modules: dict[str, nn.Module], config: Any, provenance: dict) -> Path:
+    """The official torch container at ``path`` (``{key: state dict}`` for each of ``modules``, plus the
+    ``training`` provenance, which loaders ignore) and ``config`` (a dataclass: the constructor arguments) in
+    ``<stem>.json`` beside it; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = {key: {name: value.contiguous() for name, value in module.state_dict().items()}
+               for key, module in modules.items()}
+    torch.save({**weights, "training": provenance}, path)
+    path.with_suffix(".json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    return path

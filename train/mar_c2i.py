@@ -21,9 +21,7 @@ if __name__ == "__main__" and __package__ == "train":  # python -m train.mar_c2i
     raise SystemExit
 
 import argparse
-import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -35,7 +33,7 @@ from ..models.mar import MAR, MARConfig, patchify
 from ..models.mar_release import load_kl16
 from ..models.shapes import CANVAS, CLASS_NAMES
 from ..samplers.mar_diffusion import diffusion_schedule
-from .loop import Loss, TrainSettings, run, run_arguments
+from .loop import Loss, TrainSettings, run, run_arguments, save_container
 from .mar_objective import mar_loss
 from .mar_vae import posterior_sample
 from .shapes_world import ShapesSample
@@ -135,11 +133,7 @@ def c2i_loss(vae: AutoencoderKL) -> Loss:
 
 def save_mar(ema: MAR, raw: MAR, path: Path, provenance: dict) -> Path:
     """The official container at ``path`` and the constructor arguments in ``<stem>.json`` beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    contiguous = lambda model: {k: v.contiguous() for k, v in model.state_dict().items()}  # noqa: E731
-    torch.save({"model": contiguous(raw), "model_ema": contiguous(ema), "training": provenance}, path)
-    path.with_suffix(".json").write_text(json.dumps(asdict(ema.config), indent=1) + "\n")
-    return path
+    return save_container(path, {"model": raw, "model_ema": ema}, ema.config, provenance)
 
 
 def extra_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,9 +23,7 @@ if __name__ == "__main__" and __package__ == "train":  # python -m train.mar_vae
     raise SystemExit
 
 import copy
-import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,7 +32,7 @@ from torch import Tensor, nn
 from ..models.kl16 import AutoencoderKL, KL16Config
 from ..models.mar_release import load_kl16
 from ..samplers.pixels import pixels_to_image
-from .loop import TrainSettings, run, run_arguments, world_batch
+from .loop import TrainSettings, run, run_arguments, save_container, world_batch
 from .reconstruction import eight_bit, reconstruction_report
 from .shapes_world import ShapesSample
 
@@ -94,10 +92,7 @@ def build_vae() -> nn.ModuleDict:
 
 def save_vae(vae: AutoencoderKL, path: Path, provenance: dict) -> Path:
     """``{"model": ..., "training": ...}`` at ``path`` and the constructor arguments in ``<stem>.json`` beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {k: v.contiguous() for k, v in vae.state_dict().items()}, "training": provenance}, path)
-    path.with_suffix(".json").write_text(json.dumps(asdict(vae.config), indent=1) + "\n")
-    return path
+    return save_container(path, {"model": vae}, vae.config, provenance)
 
 
 def main(argv: list[str] | None = None) -> None:
