@@ -37,7 +37,7 @@ from .arpg_vq import SHAPES_VQ
 from .loop import Loss, TrainSettings, run, run_arguments, save_container
 from .shapes_world import ShapesSample
 
-SHAPES_ARPG = ARPGConfig(dim=128, n_layer=8, n_head=4, vocab_size=SHAPES_VQ.codebook_size,
+SHAPES_ARPG = ARPGConfig(dim=192, n_layer=8, n_head=6, vocab_size=SHAPES_VQ.codebook_size,
                          num_classes=len(CLASS_NAMES), block_size=64, multiple_of=32)
 RECIPE = TrainSettings(batch_size=64, lr=1e-3, warmup_steps=200)
 INITIALIZER_RANGE = 0.02  # official ModelArgs.initializer_range
