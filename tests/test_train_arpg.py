@@ -24,6 +24,7 @@ from flowar.train.arpg_c2i import SHAPES_ARPG, build_arpg, c2i_loss, save_arpg
 from flowar.train.arpg_objective import condition_ids, random_orders, teacher_forced_logits
 from flowar.train.arpg_vq import DEAD_AFTER, SHAPES_VQ, CodeUsage, build_vq, conditional_entropy, save_vq, vq_loss
 from flowar.train.loop import TrainSettings, train_modules
+from support.arpg import sampler_inputs
 from support.fixtures import REPO_ROOT
 
 WORKFLOWS = REPO_ROOT / "workflows"
@@ -155,9 +156,7 @@ def test_evaluation_settings_are_those_of_the_built_in_workflows() -> None:
     """What is measured is what the shipped ARPG workflows run (the node's own defaults stay the official ones)."""
     parallel = arpg_eval.PARALLEL
     names = ["seed", "control", "steps", "schedule", "cfg", "cfg_schedule", "temperature", "top_k", "top_p"]
-    expected = {"steps": parallel.steps, "schedule": parallel.schedule, "cfg": parallel.guidance,
-                "cfg_schedule": parallel.cfg_schedule, "temperature": parallel.temperature, "top_k": parallel.top_k,
-                "top_p": parallel.top_p}
+    expected = sampler_inputs(parallel)  # steps, schedule, cfg, cfg_schedule, temperature, top_k, top_p
     samplers = [node for path in sorted(WORKFLOWS.glob("arpg_*.json"))
                 for node in json.loads(path.read_text())["nodes"] if node["type"] == "FlowARARPGSampler"]
     assert len(samplers) == 5  # class-to-image; source and editor in inpainting and outpainting

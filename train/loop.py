@@ -19,8 +19,8 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
