@@ -23,7 +23,8 @@ from flowar.train import mar_eval
 from flowar.train.loop import TrainSettings, train_modules, world_batch
 from flowar.train.mar_c2i import SHAPES_MAR, build_mar, c2i_loss, save_mar
 from flowar.train.mar_objective import gaussian_nll, masked_count, normal_kl, random_mask
-from flowar.train.mar_vae import SHAPES_KL, build_vae, normalise_latent_scale, reconstruct, save_vae, vae_loss
+from flowar.train.mar_vae import (DECODER_NOISE, SHAPES_KL, build_vae, noised_latent, normalise_latent_scale,
+                                  reconstruct, save_vae, vae_loss)
 from support.fixtures import REPO_ROOT
 
 MICRO_KL = replace(SHAPES_KL, embed_dim=4, ch_mult=(1, 1, 1))  # 32 px -> 8x8 tokens, as the shipped one
@@ -105,6 +106,19 @@ def test_latent_fold_gives_unit_tokens_and_the_same_images() -> None:
     torch.testing.assert_close(vae.decode_tokens(vae.encode_tokens(images)), before, atol=1e-4, rtol=1e-4)
 
 
+def test_decoder_noise_is_per_image_seeded_and_measured_against_the_latent_spread() -> None:
+    """l-DeTok's decoder noise: each image gets its own level in [0, DECODER_NOISE) times the latent std, so a
+    latent ten times larger is noised ten times more and never drowned."""
+    latent = torch.randn(64, 4, 8, 8)
+    noise = noised_latent(latent, torch.Generator().manual_seed(0)) - latent
+    assert torch.equal(noise, noised_latent(latent, torch.Generator().manual_seed(0)) - latent)
+    per_image = noise.flatten(1).std(dim=1) / latent.std()
+    assert per_image.max() < DECODER_NOISE * 1.2 and per_image.min() < 0.2 * DECODER_NOISE
+    assert per_image.std() > 0.1 * DECODER_NOISE  # levels differ between images
+    scaled = noised_latent(10 * latent, torch.Generator().manual_seed(0)) - 10 * latent
+    assert torch.allclose(scaled, 10 * noise, rtol=1e-4, atol=1e-4)
+
+
 def test_vae_and_mar_losses_are_seeded_and_fall() -> None:
     first = train_modules(build_vae, vae_loss, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses
     assert first == train_modules(build_vae, vae_loss, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses
@@ -117,7 +131,7 @@ def test_vae_and_mar_losses_are_seeded_and_fall() -> None:
     again = train_modules(lambda: build_mar(MICRO_MAR), c2i_loss(vae), seed=0, steps=2, settings=QUICK,
                           log=lambda _: None).losses
     assert again == mar_losses[:2]
-    assert sum(mar_losses[-5:]) < 0.8 * sum(mar_losses[:5])
+    assert sum(mar_losses[-5:]) < 0.9 * sum(mar_losses[:5])  # 0.83 measured on the noise-trained micro VAE
 
 
 def test_saved_models_load_through_the_nodes_and_inpaint_keeping_the_known_half(models_dir: Path) -> None:
