@@ -17,7 +17,8 @@ from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.cascade import noised_entry
 from flowar.samplers.pixelflow_schedule import cascade_schedule
 from flowar.train.pixelflow_c2i import c2i_task
-from flowar.train.loop import TrainSettings, learning_rate_factor, world_batch
+from flowar.train import loop
+from flowar.train.loop import TrainSettings, learning_rate_factor, training_autocast, world_batch
 from flowar.train.pixelflow_training import save_release, train
 from flowar.train.pixelflow_eval import class_accuracy, snapshot_curve
 from flowar.train.shapes_accuracy import score
@@ -80,6 +81,16 @@ def test_learning_rate_warms_up_then_falls_to_zero_along_a_half_cosine() -> None
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert learning_rate_factor(500, settings, None) == 1.0  # a run bounded by minutes keeps a constant rate
     assert learning_rate_factor(50, TrainSettings(warmup_steps=10, cosine_decay=False), 110) == 1.0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_training_autocast_is_bf16_only_where_the_cpu_has_native_bf16(native: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "BF16_NATIVE", native)
+    layer = torch.nn.Linear(4, 4)
+    with training_autocast():
+        output = layer(torch.ones(2, 4))
+    assert output.dtype == (torch.bfloat16 if native else torch.float32)
 
 
 def test_saved_folder_loads_through_the_loaders_and_samples(models_dir: Path) -> None:

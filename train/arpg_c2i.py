@@ -34,7 +34,7 @@ from ..models.shapes import CLASS_NAMES
 from ..models.vq16 import VQModel
 from .arpg_objective import arpg_loss
 from .arpg_vq import SHAPES_VQ
-from .loop import Loss, TrainSettings, run, run_arguments, save_container
+from .loop import Loss, TrainSettings, run, run_arguments, save_container, training_autocast
 from .shapes_world import ShapesSample
 
 SHAPES_ARPG = ARPGConfig(dim=192, n_layer=8, n_head=6, vocab_size=SHAPES_VQ.codebook_size,
@@ -65,14 +65,15 @@ def grid_codes(vq: VQModel, images: Tensor) -> Tensor:
 
 
 def c2i_loss(vq: VQModel) -> Loss:
-    """The loop's loss: ARPG's objective on the frozen ``vq``'s codes, the transformer in bf16 autocast with plain
-    (math) attention, which on a CPU trains these short sequences faster than the flash kernel."""
+    """The loop's loss: ARPG's objective on the frozen ``vq``'s codes, the transformer in bf16 autocast
+    (:func:`.loop.training_autocast`) with plain (math) attention, which on a CPU trains these short sequences faster
+    than the flash kernel."""
 
     def loss(modules: nn.ModuleDict, images: Tensor, samples: list[ShapesSample],
              generator: torch.Generator) -> Tensor:
         labels = torch.tensor([sample.class_index for sample in samples])
         codes = grid_codes(vq, images)
-        with torch.autocast("cpu", torch.bfloat16), sdpa_kernel(SDPBackend.MATH):
+        with training_autocast(), sdpa_kernel(SDPBackend.MATH):
             return arpg_loss(modules["arpg"], codes, labels, generator)
 
     return loss

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..models.arpg_release import load_vq
 from ..models.vq16 import VQConfig, VQModel
 from ..samplers.pixels import pixels_to_image
-from .loop import TrainSettings, run, run_arguments, save_container
+from .loop import TrainSettings, run, run_arguments, save_container, training_autocast
 from .reconstruction import eight_bit, held_out_images, reconstruction_report
 from .shapes_world import ShapesSample
 
@@ -87,16 +87,16 @@ def latent_vectors(vq: VQModel, images: Tensor) -> Tensor:
 
 def vq_loss(modules: nn.ModuleDict, images: Tensor, _samples: list[ShapesSample],
             generator: torch.Generator) -> Tensor:
-    """Reconstruction through the straight-through quantiser, codebook and commitment losses (bf16 autocast for the
-    convolutions, the quantiser and the losses in float32)."""
+    """Reconstruction through the straight-through quantiser, codebook and commitment losses (bf16 autocast,
+    :func:`.loop.training_autocast`, for the convolutions, the quantiser and the losses in float32)."""
     vq, usage = modules["vq"], modules["usage"]
     usage.restart(vq.quantize.embedding.weight)
-    with torch.autocast("cpu", torch.bfloat16):
+    with training_autocast():
         latents = latent_vectors(vq, images)  # (B, C, 8, 8)
     indices = vq.quantize.indices(latents)  # (B, 8, 8): nearest codes in float32, as at inference
     codes = vq.quantize.entries(indices)  # (B, C, 8, 8), normalised rows
     straight_through = latents + (codes - latents).detach()
-    with torch.autocast("cpu", torch.bfloat16):
+    with training_autocast():
         decoded = vq.decode(straight_through)
     reconstruction = (decoded - images).abs().mean() + (decoded - images).square().mean()
     codebook = (codes - latents.detach()).square().mean()

@@ -13,6 +13,7 @@ machine-dependent step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -28,11 +29,20 @@ from torch import Tensor, nn
 from .shapes_world import ShapesSample, generate_many, image_batch
 
 WORLD_SEED_STRIDE = 2**32  # world seeds of run ``seed`` start at ``seed * stride``
+BF16_NATIVE = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN has bf16 kernels for this CPU (AVX-512 or AMX)
 
 Build = Callable[[], nn.ModuleDict]
 Loss = Callable[[nn.ModuleDict, Tensor, list[ShapesSample], torch.Generator], Tensor]
 Save = Callable[[nn.ModuleDict, nn.ModuleDict, Path, dict], Path]  # (EMA, raw, folder, provenance) -> file written
 Snapshot = Callable[[int, nn.ModuleDict, nn.ModuleDict], None]  # (step, EMA modules, raw modules)
+
+
+def training_autocast() -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPUs with native bf16 kernels, where it trains the tokenizers and token models about twice as
+    fast as float32; float32 elsewhere. Why not always: on an AVX2-only CPU bf16 is emulated, and a MAR step of the
+    width-192 model took 12 s instead of 0.85 s in float32 (2-core AMD EPYC, torch 2.13). Results differ between
+    the two only by rounding: the recipes' step counts hold for both."""
+    return torch.autocast("cpu", torch.bfloat16, enabled=BF16_NATIVE)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ..models.mar import MAR, MARConfig, patchify
 from ..models.mar_release import load_kl16
 from ..models.shapes import CANVAS, CLASS_NAMES
 from ..samplers.mar_diffusion import diffusion_schedule
-from .loop import Loss, TrainSettings, run, run_arguments, save_container
+from .loop import Loss, TrainSettings, run, run_arguments, save_container, training_autocast
 from .mar_objective import mar_loss
 from .mar_vae import posterior_sample
 from .shapes_world import ShapesSample
@@ -115,9 +115,9 @@ def vae_tokens(vae: AutoencoderKL, images: Tensor, patch_size: int, generator: t
 
 
 def c2i_loss(vae: AutoencoderKL) -> Loss:
-    """The loop's loss: MAR's objective on the frozen ``vae``'s tokens (bf16 autocast, as :mod:`.mar_vae`), with
-    plain (math) attention: on a CPU the flash kernel's backward costs a quarter of a step on these 72-token
-    sequences, and the math kernel makes a step 1.15-1.4 times faster."""
+    """The loop's loss: MAR's objective on the frozen ``vae``'s tokens (bf16 autocast where the CPU has it,
+    :func:`.loop.training_autocast`), with plain (math) attention: on a CPU the flash kernel's backward costs a
+    quarter of a step on these 72-token sequences, and the math kernel makes a step 1.15-1.4 times faster."""
     schedule = diffusion_schedule(TRAIN_TIMESTEPS, TRAIN_TIMESTEPS)
 
     def loss(modules: nn.ModuleDict, images: Tensor, samples: list[ShapesSample],
@@ -125,7 +125,7 @@ def c2i_loss(vae: AutoencoderKL) -> Loss:
         model = modules["mar"]
         tokens = vae_tokens(vae, images, model.config.patch_size, generator)
         labels = torch.tensor([sample.class_index for sample in samples])
-        with torch.autocast("cpu", torch.bfloat16), sdpa_kernel(SDPBackend.MATH):
+        with training_autocast(), sdpa_kernel(SDPBackend.MATH):
             return mar_loss(model, tokens, labels, schedule, generator)
 
     return loss

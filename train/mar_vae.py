@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..models.kl16 import AutoencoderKL, KL16Config
 from ..models.mar_release import load_kl16
 from ..samplers.pixels import pixels_to_image
-from .loop import TrainSettings, run, run_arguments, save_container, world_batch
+from .loop import TrainSettings, run, run_arguments, save_container, training_autocast, world_batch
 from .reconstruction import eight_bit, reconstruction_report
 from .shapes_world import ShapesSample
 
@@ -69,9 +69,9 @@ def noised_latent(latent: Tensor, generator: torch.Generator) -> Tensor:
 def vae_loss(modules: nn.ModuleDict, images: Tensor, _samples: list[ShapesSample],
              generator: torch.Generator) -> Tensor:
     """Reconstruction of ``images`` ``[B, 3, 32, 32]`` in [-1, 1] from a posterior sample, plus the KL term
-    (bf16 autocast: about twice as fast on CPUs with AMX or AVX-512 bf16, the loss itself in float32)."""
+    (bf16 autocast where the CPU has native bf16, :func:`.loop.training_autocast`; the loss itself in float32)."""
     vae = modules["vae"]
-    with torch.autocast("cpu", torch.bfloat16):
+    with training_autocast():
         mean, logvar = vae.encode_moments(images)  # (B, c, 8, 8) each
         mean, logvar = mean.float(), logvar.float()
         latent = noised_latent(posterior_sample(mean, logvar, generator), generator)
