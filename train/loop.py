@@ -40,8 +40,8 @@ Snapshot = Callable[[int, nn.ModuleDict, nn.ModuleDict], None]  # (step, EMA mod
 def training_autocast() -> contextlib.AbstractContextManager:
     """bf16 autocast on CPUs with native bf16 kernels, where it trains the tokenizers and token models about twice as
     fast as float32; float32 elsewhere. Why not always: on an AVX2-only CPU bf16 is emulated, and a MAR step of the
-    width-192 model took 12 s instead of 0.85 s in float32 (2-core AMD EPYC, torch 2.13). Results differ between
-    the two only by rounding: the recipes' step counts hold for both."""
+    width-192 model took about 12 s instead of 0.85 s in float32 (2-core AMD EPYC, torch 2.13). The two round
+    differently, so a rerun on the other kind of CPU is not bit-identical to the shipped model."""
     return torch.autocast("cpu", torch.bfloat16, enabled=BF16_NATIVE)
 
 
