@@ -38,7 +38,7 @@ import pixelflow_sampling as pixelflow  # noqa: E402
 from quality_report import proportion, to_pil  # noqa: E402
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES  # noqa: E402
-from flowar.samplers.flow_search_settings import SearchSettings  # noqa: E402
+from flowar.samplers.flow_search.settings import SearchSettings  # noqa: E402
 from flowar.train.arpg_eval import EDITS, edit_cases  # noqa: E402
 from flowar.train.mar_eval import inpaint_cases  # noqa: E402
 from flowar.train.shapes_accuracy import score, score_counts  # noqa: E402

@@ -21,7 +21,7 @@ from torch import Tensor
 from flowar.models.arpg import ARPGTransformer
 from flowar.models.arpg_release import load_arpg, load_vq
 from flowar.models.vq16 import VQModel
-from flowar.samplers.arpg import DecodeSettings
+from flowar.samplers.arpg.decode import DecodeSettings
 from flowar.train.arpg_eval import PARALLEL, RASTER, edit_input, sample_images
 from flowar.train.shapes_world import ShapesSample, image_batch
 

@@ -31,9 +31,9 @@ from common import load_pack
 flowar = load_pack()
 from flowar.models.arpg import ARPGTransformer  # noqa: E402
 from flowar.models.arpg_release import ARPG_PRESETS  # noqa: E402
-from flowar.samplers.arpg import DecodeSettings, sample_arpg  # noqa: E402
-from flowar.samplers.arpg_draws import SeededDraws  # noqa: E402
-from flowar.samplers.arpg_schedule import tokens_per_step  # noqa: E402
+from flowar.samplers.arpg.decode import DecodeSettings, sample_arpg  # noqa: E402
+from flowar.samplers.arpg.noise import SeededARPGNoise  # noqa: E402
+from flowar.samplers.arpg.schedule import tokens_per_step  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = {"parallel": DecodeSettings(steps=64, schedule="arccos", guidance=4.0),
@@ -105,7 +105,7 @@ def whole_run(model: ARPGTransformer, settings: DecodeSettings, batch: int, devi
     for seed in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        sample_arpg(model, labels, grid=grid, settings=settings, draws=SeededDraws(seed), device=device)
+        sample_arpg(model, labels, grid=grid, settings=settings, draws=SeededARPGNoise(seed), device=device)
         synchronize(device)
         seconds.append(time.perf_counter() - start)
     return min(seconds)

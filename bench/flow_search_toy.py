@@ -29,9 +29,9 @@ load_pack()
 sys.path.insert(0, str(PACK_ROOT / "tests"))
 from support.flow_search import GaussianMixtureFlow, squared_distance_reward  # noqa: E402
 
-from flowar.samplers.flow_search import run_search  # noqa: E402
-from flowar.samplers.flow_search_noise import SeededSearchNoise  # noqa: E402
-from flowar.samplers.flow_search_settings import SearchSettings  # noqa: E402
+from flowar.samplers.flow_search.run import run_search  # noqa: E402
+from flowar.samplers.flow_search.noise import SeededFlowSearchNoise  # noqa: E402
+from flowar.samplers.flow_search.settings import SearchSettings  # noqa: E402
 
 VARIANTS = {  # name -> settings beyond the shared ones
     "plain": {"method": "best_of_n", "particles": 1, "sde": False},
@@ -95,7 +95,7 @@ def main() -> None:
         runs = {"reward": [], "nfe": [], "seconds": []}
         for seed in range(args.seeds):
             started = time.perf_counter()
-            result = run_search(model, reward, shape, settings, SeededSearchNoise(seed))
+            result = run_search(model, reward, shape, settings, SeededFlowSearchNoise(seed))
             runs["seconds"].append(time.perf_counter() - started)
             runs["reward"].append(result.reward)
             runs["nfe"].append(result.nfe)

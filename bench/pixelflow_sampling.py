@@ -39,14 +39,14 @@ from flowar.models.flan_t5 import T5TextEncoder, load_t5_encoder
 from flowar.models.pixelflow import PixelFlowModel
 from flowar.models.pixelflow_release import load_pixelflow
 from flowar.models.rewards.shapes_count import ShapesCountReward
-from flowar.nodes.pixelflow import SEARCH_SEED_SALT
-from flowar.samplers.cascade_stage import StageProblem, StageSolver, euler_stage
-from flowar.samplers.flow_search import run_search
-from flowar.samplers.flow_search_noise import SeededSearchNoise
-from flowar.samplers.flow_search_pixelflow import search_stage_solver
-from flowar.samplers.flow_search_settings import SearchSettings, search_plan
-from flowar.samplers.pixelflow_guidance import ClassCondition
-from flowar.samplers.pixelflow_schedule import CascadeSchedule, cascade_schedule
+from flowar.samplers.pixelflow.stage import StageProblem, StageSolver, euler_stage
+from flowar.samplers.flow_search.run import run_search
+from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
+from flowar.samplers.pixelflow.search import search_stage_solver
+from flowar.samplers.flow_search.settings import SearchSettings, search_plan
+from flowar.samplers.pixelflow.defaults import SEARCH_SEED_SALT
+from flowar.samplers.pixelflow.guidance import ClassCondition
+from flowar.samplers.pixelflow.schedule import CascadeSchedule, cascade_schedule
 from flowar.train.pixelflow_eval import STEPS_PER_STAGE, sample_cascade_images, sample_prompts
 
 from quality_report import quantise
@@ -146,7 +146,7 @@ def sample_caption(model: PixelFlowModel, encoder: T5TextEncoder, schedule: Casc
     if search is not None:
         reward = ShapesCountReward("squared_error")
         final = search_stage_solver(search, lambda images: reward.score(images, caption), schedule,
-                                    SeededSearchNoise(seed ^ SEARCH_SEED_SALT))
+                                    SeededFlowSearchNoise(seed ^ SEARCH_SEED_SALT))
     solvers = [counted(euler_stage, counts)] * (schedule.num_stages - 1) + [counted(final, counts)]
     images = sample_prompts(model, encoder, schedule, [caption], seed, solvers)
     return quantise(images)[0], counts[0]
@@ -160,7 +160,7 @@ def dry_run_nfe(settings: SearchSettings, sigma_max: float) -> int:
     the reward's values, so a zero model on a tiny state gives the exact count for free."""
     shape = (3, 2, 2)
     result = run_search(lambda x, sigma: torch.zeros_like(x), lambda x0: torch.zeros(x0.shape[0]), shape, settings,
-                        SeededSearchNoise(0), first_latent=torch.zeros(1, *shape), sigma_max=sigma_max)
+                        SeededFlowSearchNoise(0), first_latent=torch.zeros(1, *shape), sigma_max=sigma_max)
     return result.nfe
 
 

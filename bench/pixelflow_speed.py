@@ -23,11 +23,11 @@ from common import load_pack
 flowar = load_pack()
 from flowar.models.pixelflow import PixelFlowModel  # noqa: E402
 from flowar.models.pixelflow_release import PRESETS  # noqa: E402
-from flowar.samplers.cascade import sample_cascade, stage_resolution  # noqa: E402
-from flowar.samplers.cascade_noise import SeededCascadeNoise  # noqa: E402
-from flowar.samplers.cascade_stage import euler_stage  # noqa: E402
-from flowar.samplers.pixelflow_guidance import ClassCondition, GuidedVelocity, stage_guidance  # noqa: E402
-from flowar.samplers.pixelflow_schedule import cascade_schedule  # noqa: E402
+from flowar.samplers.pixelflow.cascade import sample_cascade, stage_resolution  # noqa: E402
+from flowar.samplers.pixelflow.noise import SeededPixelFlowNoise  # noqa: E402
+from flowar.samplers.pixelflow.stage import euler_stage  # noqa: E402
+from flowar.samplers.pixelflow.guidance import ClassCondition, GuidedVelocity, stage_guidance  # noqa: E402
+from flowar.samplers.pixelflow.schedule import cascade_schedule  # noqa: E402
 
 RELEASE = PRESETS["PixelFlow-Class2Image XL/4 256px"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,7 +82,7 @@ def time_whole_images(velocity: GuidedVelocity, device: torch.device, batch: int
     start = time.perf_counter()
     for seed in range(runs):
         sample_cascade(velocity, schedule, batch=batch, size=RELEASE.resolution, steps=[10] * RELEASE.num_stages,
-                       shift=1.0, noise=SeededCascadeNoise(seed), solvers=[euler_stage] * RELEASE.num_stages,
+                       shift=1.0, noise=SeededPixelFlowNoise(seed), solvers=[euler_stage] * RELEASE.num_stages,
                        device=device)
     synchronize(device)
     return (time.perf_counter() - start) / (runs * batch)

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES, SHAPES
-from flowar.samplers.flow_search_settings import SearchSettings
-from flowar.samplers.pixelflow_schedule import CascadeSchedule
+from flowar.samplers.flow_search.settings import SearchSettings
+from flowar.samplers.pixelflow.schedule import CascadeSchedule
 from flowar.train.pixelflow_eval import CFG, STEPS_PER_STAGE
 from flowar.train.shapes_accuracy import Accuracy, score, score_counts
 

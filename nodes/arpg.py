@@ -11,23 +11,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..models.arpg import ARPGConfig
 from ..models.arpg_release import load_arpg, load_vq
 from ..models.vq16 import VQConfig, VQModel
-from ..samplers.arpg import DecodeSettings, KnownTokens, check_labels, sample_arpg
-from ..samplers.arpg_draws import SeededDraws
-from ..samplers.arpg_schedule import CFG_SCHEDULES, DECODE_SCHEDULES
+from ..samplers.arpg.decode import DecodeSettings, check_labels, sample_arpg
+from ..samplers.arpg.noise import SeededARPGNoise
+from ..samplers.arpg.schedule import CFG_SCHEDULES, DECODE_SCHEDULES
+from ..samplers.common import KnownTokens, regenerated_tokens
 from ..samplers.pixels import image_to_pixels, pixels_to_image
-from .runtime import folders, host
 from .common import plan_load, seed_input
+from .runtime import folders, host
 from .runtime.devices import DTYPE_CHOICES, intermediate_device
 from .runtime.patcher import load_models, wrap_module
 from .runtime.progress import Progress
 
 CATEGORY = "FlowAR/ARPG"
-MASK_THRESHOLD = 0.5  # a token is regenerated when any pixel of its patch has mask >= this
 PREVIEWS_PER_RUN = 8  # decoding a preview costs one tokenizer pass; show at most this many per run
 UNDECIDED_GRAY = 0.5
 
@@ -72,21 +71,12 @@ def check_image_size(image: torch.Tensor, multiple: int) -> None:
                          f"{max(1, height // multiple) * multiple}")
 
 
-def regenerated_positions(mask: torch.Tensor, image_size: tuple[int, int], multiple: int) -> torch.Tensor:
-    """Token positions (h, w) bool to regenerate: any pixel of the patch at ``mask >= 0.5`` (ComfyUI: 1 = paint).
-
-    ``mask`` is ``[B, H, W]`` or ``[H, W]`` at the image's size; every batch entry must select the same tokens.
-    """
-    mask = mask[None] if mask.dim() == 2 else mask
-    if tuple(mask.shape[1:]) != tuple(image_size):
-        raise ValueError(f"the mask is {mask.shape[2]}x{mask.shape[1]} but the image is {image_size[1]}x"
-                         f"{image_size[0]}: they must have the same size (a LoadImage without alpha gives a 64x64 "
-                         "empty mask; draw one in the mask editor or use a mask node)")
-    per_sample = F.max_pool2d(mask[:, None].float(), multiple)[:, 0] >= MASK_THRESHOLD  # (B, h, w)
-    if not (per_sample == per_sample[:1]).all():
+def one_token_set(regenerate: torch.Tensor) -> torch.Tensor:
+    """The token positions (h, w) of a per-sample selection (B, h, w), which must be the same for every sample."""
+    if not bool((regenerate == regenerate[:1]).all()):
         raise ValueError("the masks of the batch select different tokens: ARPG decodes one set of positions for the "
                          "whole batch; use one mask")
-    return per_sample[0]
+    return regenerate[0]
 
 
 def encode_image(vq: VQHandle, image: torch.Tensor, mask: torch.Tensor | None) -> ARPGTokens:
@@ -95,7 +85,7 @@ def encode_image(vq: VQHandle, image: torch.Tensor, mask: torch.Tensor | None) -
     check_image_size(image, size)
     pixels = image_to_pixels(image, tuple(image.shape[1:3]), image.shape[0])  # (B, 3, H, W), not resized
     grid = (pixels.shape[2] // size, pixels.shape[3] // size)
-    regenerate = (regenerated_positions(mask, pixels.shape[2:], size) if mask is not None
+    regenerate = (one_token_set(regenerated_tokens(mask, pixels.shape[2:], grid)) if mask is not None
                   else torch.zeros(grid, dtype=torch.bool))
     load_models([vq.patcher])
     with torch.no_grad():
@@ -146,7 +136,7 @@ def batch_of(tokens: ARPGTokens, batch: int) -> KnownTokens:
         raise ValueError(f"the image/tokens batch {tokens.tokens.shape[0]} must be 1 or equal batch_size {batch}")
     if bool(tokens.known.all()):
         raise ValueError("nothing to generate: the mask marks no token to regenerate (white = regenerate)")
-    return KnownTokens(tokens.tokens.expand(batch, -1, -1), tokens.known)
+    return KnownTokens.from_grid(tokens.tokens.expand(batch, -1, -1), tokens.known)
 
 
 def load_wrapped(folder: str, name: str, dtype: str, loader: Callable, *, auto: torch.dtype | None = None
@@ -319,9 +309,10 @@ class FlowARARPGSampler:
         check_pairing(model, vq)
         labels = torch.full((batch_size,), class_index, dtype=torch.long)
         check_labels(labels, config.num_classes)
-        known = self._known_tokens(vq, image, mask, tokens, batch_size)
-        grid = tuple(known.known.shape) if known is not None else (config.grid_size, config.grid_size)
-        unknown = int((~known.known).sum()) if known is not None else grid[0] * grid[1]
+        edited = self._edited_tokens(vq, image, mask, tokens)
+        known = batch_of(edited, batch_size) if edited is not None else None
+        grid = tuple(edited.known.shape) if edited is not None else (config.grid_size, config.grid_size)
+        unknown = int((~edited.known).sum()) if edited is not None else grid[0] * grid[1]
         if known is not None:
             steps = min(steps, max(unknown, 1))  # a small edit has fewer tokens than steps: one per step at most
         settings = DecodeSettings(steps=steps, schedule=schedule, guidance=cfg, cfg_schedule=cfg_schedule,
@@ -332,7 +323,7 @@ class FlowARARPGSampler:
         load_models([model.patcher, vq.patcher])
         progress = Progress(total, label="ARPG")
         generated = sample_arpg(
-            model.patcher.model, labels, grid=grid, settings=settings, draws=SeededDraws(seed),
+            model.patcher.model, labels, grid=grid, settings=settings, draws=SeededARPGNoise(seed),
             device=model.patcher.load_device, known=known, callback=progress,
             preview=TokenPreview(vq, total) if host.AVAILABLE else None,
         ).to(intermediate_device())
@@ -340,8 +331,8 @@ class FlowARARPGSampler:
         return image_out, ARPGTokens(generated, torch.ones(grid, dtype=torch.bool))
 
     @staticmethod
-    def _known_tokens(vq: VQHandle, image: torch.Tensor | None, mask: torch.Tensor | None,
-                      tokens: ARPGTokens | None, batch: int) -> KnownTokens | None:
+    def _edited_tokens(vq: VQHandle, image: torch.Tensor | None, mask: torch.Tensor | None,
+                       tokens: ARPGTokens | None) -> ARPGTokens | None:
         if tokens is not None and (image is not None or mask is not None):
             raise ValueError("connect either tokens or an image with a mask, not both")
         if image is None and mask is not None:
@@ -350,7 +341,7 @@ class FlowARARPGSampler:
             raise ValueError("editing an image needs a mask marking what to regenerate (white = regenerate)")
         if image is not None:
             tokens = encode_image(vq, image, mask)
-        return batch_of(tokens, batch) if tokens is not None else None
+        return tokens
 
 
 NODE_CLASS_MAPPINGS = {

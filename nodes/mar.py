@@ -10,22 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..models.kl16 import AutoencoderKL
 from ..models.mar import MAR, patchify, unpatchify
 from ..models.mar_release import WEIGHT_CHOICES, load_kl16, load_mar
-from ..samplers.mar import CFG_SCHEDULES, KnownTokens, SeededMARNoise, sample_mar
-from ..samplers.mar_diffusion import diffusion_schedule
+from ..samplers.common import KnownTokens, regenerated_tokens
+from ..samplers.mar.diffusion import diffusion_schedule
+from ..samplers.mar import defaults
+from ..samplers.mar.noise import SeededMARNoise
+from ..samplers.mar.sample import CFG_SCHEDULES, sample_mar
 from ..samplers.pixels import image_to_pixels, pixels_to_image
-from .runtime import folders
 from .common import plan_load, seed_input
+from .runtime import folders
 from .runtime.devices import DTYPE_CHOICES, intermediate_device
 from .runtime.patcher import load_models, wrap_module
 from .runtime.progress import Progress
 
 CATEGORY = "FlowAR/MAR"
-MASK_THRESHOLD = 0.5  # a token is regenerated when any pixel of its patch is masked above this
 
 
 @dataclass(frozen=True)
@@ -74,16 +75,13 @@ def decode_latents(vae: KL16Handle, latents: torch.Tensor) -> torch.Tensor:
 
 
 def known_tokens_from_mask(mask: torch.Tensor, image: torch.Tensor, grid: int, batch: int) -> torch.Tensor:
-    """MASK ``[B, H, W]`` (1 = regenerate) -> known token positions ``[batch, grid*grid]`` (False where any pixel of
-    the token's patch is masked)."""
+    """MASK ``[B, H, W]`` (1 = regenerate) -> known token positions ``[batch, grid*grid]`` (the rule of
+    :func:`regenerated_tokens`)."""
     mask = mask if mask.dim() == 3 else mask[None]
-    if tuple(mask.shape[-2:]) != tuple(image.shape[1:3]):
-        raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
-                         f"{image.shape[2]}x{image.shape[1]}: they must have the same size")
     if mask.shape[0] not in (1, batch):
         raise ValueError(f"mask batch {mask.shape[0]} must be 1 or equal batch_size {batch}")
-    pooled = F.adaptive_max_pool2d(mask[:, None].float(), grid)[:, 0]  # (B, grid, grid)
-    return (pooled <= MASK_THRESHOLD).flatten(1).expand(batch, -1)
+    regenerate = regenerated_tokens(mask, tuple(image.shape[1:3]), (grid, grid))  # (B, grid, grid)
+    return (~regenerate).flatten(1).expand(batch, -1)
 
 
 class FlowARMARLoader:
@@ -164,15 +162,15 @@ class FlowARMARSampler:
                 "model": ("MAR_MODEL", {"tooltip": "From the MAR Loader."}),
                 "vae": ("MAR_VAE", {"tooltip": "From the MAR VAE Loader (kl16.ckpt)."}),
                 "seed": seed_input("Drives the random orders and all diffusion noise."),
-                "num_iter": ("INT", {"default": 64, "min": 1, "max": 1024,
+                "num_iter": ("INT", {"default": defaults.NUM_ITER, "min": 1, "max": 1024,
                                      "tooltip": "Autoregressive iterations (demo 64; paper 256 = one token each)."}),
-                "cfg": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 20.0, "step": 0.1, "round": 0.01,
+                "cfg": ("FLOAT", {"default": defaults.CFG, "min": 1.0, "max": 20.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Guidance (demo 4.0 constant; paper B/L/H 2.9/3.0/3.2 linear); 1 = off."}),
                 "cfg_schedule": (list(CFG_SCHEDULES), {
-                    "default": "constant", "tooltip": "linear ramps guidance with the revealed fraction."}),
-                "temperature": ("FLOAT", {"default": 1.0, "min": 0.05, "max": 2.0, "step": 0.01,
+                    "default": defaults.CFG_SCHEDULE, "tooltip": "linear ramps guidance with the revealed fraction."}),
+                "temperature": ("FLOAT", {"default": defaults.TEMPERATURE, "min": 0.05, "max": 2.0, "step": 0.01,
                                           "tooltip": "Scales the head's per-step noise (0.95 without guidance)."}),
-                "diffusion_steps": ("INT", {"default": 100, "min": 1, "max": 1000,
+                "diffusion_steps": ("INT", {"default": defaults.DIFFUSION_STEPS, "min": 1, "max": 1000,
                                             "tooltip": "Respaced DDPM steps of the diffusion head (official 100)."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images per run."}),
                 "class_index": ("INT", {"default": 207, "min": 0, "max": 9999,
@@ -229,7 +227,7 @@ class FlowARMARVAEEncode:
             "required": {
                 "vae": ("MAR_VAE", {"tooltip": "From the MAR VAE Loader."}),
                 "image": ("IMAGE", {"tooltip": "Images to encode."}),
-                "size": ("INT", {"default": 256, "min": 16, "max": 2048, "step": 16,
+                "size": ("INT", {"default": defaults.SIZE, "min": 16, "max": 2048, "step": 16,
                                  "tooltip": "Square size to resize to (MAR's models are trained at 256)."}),
             }
         }

@@ -1,7 +1,7 @@
 """PixelFlow nodes: checkpoint loader, Flan-T5 loader + text encode, and the cascade sampler (IMAGE out).
 
 Glue only: files are found through the runtime bridge, models wrapped for ComfyUI's memory manager, and the
-sampling itself is :func:`samplers.cascade.sample_cascade`.
+sampling itself is :func:`samplers.pixelflow.cascade.sample_cascade`.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ import torch
 
 from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow_release import PixelFlowRelease, load_pixelflow
-from ..samplers.cascade import check_size, sample_cascade
-from ..samplers.cascade_noise import SeededCascadeNoise
-from ..samplers.cascade_stage import STAGE_SOLVERS
-from ..samplers.flow_search_noise import SeededSearchNoise
-from ..samplers.flow_search_pixelflow import search_stage_solver
-from ..samplers.flow_search_settings import METHODS, SearchSettings, search_plan
-from ..samplers.pixelflow_guidance import GUIDANCE_SCHEDULES, ClassCondition, GuidedVelocity, TextCondition, \
+from ..samplers.flow_search.noise import SeededFlowSearchNoise
+from ..samplers.flow_search.settings import METHODS, SearchSettings, search_plan
+from ..samplers.pixelflow import defaults
+from ..samplers.pixelflow.cascade import check_size, sample_cascade
+from ..samplers.pixelflow.noise import SeededPixelFlowNoise
+from ..samplers.pixelflow.search import search_stage_solver
+from ..samplers.pixelflow.stage import STAGE_SOLVERS
+from ..samplers.pixelflow.guidance import GUIDANCE_SCHEDULES, ClassCondition, GuidedVelocity, TextCondition, \
     stage_guidance
-from ..samplers.pixelflow_schedule import cascade_schedule
+from ..samplers.pixelflow.schedule import cascade_schedule
 from ..samplers.pixels import image_to_pixels, pixels_to_image
-from .runtime import folders
 from .common import plan_load, seed_input
+from .runtime import folders
 from .runtime.devices import DTYPE_CHOICES, intermediate_device
 from .runtime.patcher import load_models, wrap_module
 from .runtime.progress import Progress
@@ -33,7 +34,6 @@ T5_FOLDER = "text_encoders"
 T5_WHERE_TO_GET = ("Hugging Face google/flan-t5-xl (the whole folder with config.json, or an encoder-only "
                    ".safetensors) into ComfyUI/models/text_encoders")
 T5_DTYPES = ("fp32", "bf16")
-SEARCH_SEED_SALT = 0x5EA2C4  # the search draws from its own stream, not a copy of the cascade's
 
 
 @dataclass(frozen=True)
@@ -205,20 +205,20 @@ class FlowARPixelFlowSampler:
             "required": {
                 "model": ("PIXELFLOW_MODEL", {"tooltip": "From the PixelFlow Loader."}),
                 "seed": seed_input("Same seed, same images (noise is drawn on the CPU)."),
-                "steps": ("INT", {"default": 10, "min": 1, "max": 200,
+                "steps": ("INT", {"default": defaults.STEPS_PER_STAGE, "min": 1, "max": 200,
                                   "tooltip": "Steps per stage (the official demo uses 10, the FID evaluation 30)."}),
-                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                "cfg": ("FLOAT", {"default": defaults.CFG, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Guidance scale; 0 turns guidance off (no unconditional pass)."}),
                 "cfg_schedule": (list(GUIDANCE_SCHEDULES), {
-                    "default": "official",
+                    "default": defaults.CFG_SCHEDULE,
                     "tooltip": "official: class models ramp guidance over the 4 stages, text models keep it "
                                "constant; constant: cfg at every stage; linear: from 1 to cfg."}),
-                "shift": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 100.0, "step": 0.1,
+                "shift": ("FLOAT", {"default": defaults.SHIFT, "min": 0.1, "max": 100.0, "step": 0.1,
                                     "tooltip": "Time shift of each stage's grid (1 = uniform, as released)."}),
                 "solver": (list(STAGE_SOLVERS), {
-                    "default": "euler",
+                    "default": defaults.SOLVER,
                     "tooltip": "euler: fixed steps (official default); dopri5: adaptive, steps ignored."}),
-                "size": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8,
+                "size": ("INT", {"default": defaults.SIZE, "min": 8, "max": 4096, "step": 8,
                                  "tooltip": "Square image size; a multiple of patch x 2^(stages-1) (32 for the "
                                             "released models)."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images per run."}),
@@ -228,20 +228,20 @@ class FlowARPixelFlowSampler:
             "optional": {
                 "conditioning": ("PIXELFLOW_COND", {"tooltip": "Text conditioning for text-to-image models."}),
                 "image": ("IMAGE", {"tooltip": "Start image for image-to-image (resized to size)."}),
-                "strength": ("FLOAT", {"default": 0.6, "min": 0.01, "max": 1.0, "step": 0.01,
+                "strength": ("FLOAT", {"default": defaults.STRENGTH, "min": 0.01, "max": 1.0, "step": 0.01,
                                        "tooltip": "Image-to-image: how much is regenerated (1 = ignore the image)."}),
                 "stage_steps": ("STRING", {"default": "",
                                            "tooltip": "Optional steps per stage, e.g. '10,10,20,30' (overrides steps)."}),
                 "reward": ("REWARD", {"tooltip": "Search the final stage for images this reward likes (unconnected: "
                                                  "plain sampling)."}),
                 "search_method": (list(METHODS), {
-                    "default": "rbf",
+                    "default": defaults.SEARCH_METHOD,
                     "tooltip": "rbf: Rollover Budget Forcing; best_of_n; smc; svdd; search_over_paths. Each runs its "
                                "official loop on the final stage, then finishes the chosen particle with the ODE."}),
-                "search_max_nfe": ("INT", {"default": 100, "min": 1, "max": 10000,
+                "search_max_nfe": ("INT", {"default": defaults.SEARCH_MAX_NFE, "min": 1, "max": 10000,
                                            "tooltip": "Model evaluations per image for the searched stage (the "
                                                       "paper uses 500)."}),
-                "search_steps": ("INT", {"default": 10, "min": 2, "max": 200,
+                "search_steps": ("INT", {"default": defaults.SEARCH_STEPS, "min": 2, "max": 200,
                                          "tooltip": "Denoising steps of the search grid in the final stage."}),
             },
         }
@@ -264,7 +264,7 @@ class FlowARPixelFlowSampler:
         if reward is not None:  # nodes.rewards.Reward: score(images [B, H, W, C] 0..1) -> [B], and its patchers
             settings = SearchSettings(method=search_method, max_nfe=search_max_nfe, steps=search_steps)
             search_plan(settings, 1.0 - schedule.start_t[-1])  # budget errors now, not after the lower stages
-            noise = SeededSearchNoise(seed ^ SEARCH_SEED_SALT)
+            noise = SeededFlowSearchNoise(seed ^ defaults.SEARCH_SEED_SALT)
             solvers[-1] = search_stage_solver(settings, reward.score, schedule, noise)
             patchers += list(reward.patchers)
         load_models(patchers)
@@ -274,7 +274,7 @@ class FlowARPixelFlowSampler:
         with torch.no_grad():
             pixels = sample_cascade(
                 velocity, schedule, batch=batch_size, size=size, steps=steps_per_stage, shift=shift,
-                noise=SeededCascadeNoise(seed, schedule.gamma), solvers=solvers,
+                noise=SeededPixelFlowNoise(seed, schedule.gamma), solvers=solvers,
                 device=model.patcher.load_device, channels=config.in_channels, image=start,
                 strength=strength if start is not None else 1.0, callback=progress,
             )

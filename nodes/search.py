@@ -1,6 +1,6 @@
 """Flow search on ComfyUI's own flow MODELs: a ``SAMPLER`` for SamplerCustomAdvanced and a one-node form.
 
-The search (``samplers/flow_search.py``) sees the guided ComfyUI denoiser: every call of ``model(x, sigma)`` inside a
+The search (``samplers/flow_search/``) sees the guided ComfyUI denoiser: every call of ``model(x, sigma)`` inside a
 sampler function returns the x0 prediction of a ``CONST`` (flow) model with whatever guider (CFGGuider, BasicGuider,
 DualCFGGuider) and stateless patches the graph set up, so searches work for FLUX, SD3 and any flow model. Rewards
 score VAE-decoded x0 predictions.
@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..samplers.flow_interpolants import INTERPOLANTS
-from ..samplers.flow_search import run_search
-from ..samplers.flow_search_noise import SeededSearchNoise
-from ..samplers.flow_search_settings import FINISHES, METHODS, SearchSettings, search_plan
-from ..samplers.flow_sde import DEFAULT_DIFFUSION_NORM
+from ..samplers.common import Trace
+from ..samplers.flow_search.interpolants import INTERPOLANTS
+from ..samplers.flow_search.noise import SeededFlowSearchNoise
+from ..samplers.flow_search.run import run_search
+from ..samplers.flow_search.sde import DEFAULT_DIFFUSION_NORM
+from ..samplers.flow_search.settings import FINISHES, METHODS, SearchSettings, search_plan
 from ..samplers.pixels import pixels_to_image
-from ..samplers.trace import Trace
 from .common import seed_input
 from .rewards import Reward
 from .runtime import host
@@ -128,7 +128,7 @@ class SearchSampler:
                 elif host.AVAILABLE:
                     host.model_management.throw_exception_if_processing_interrupted()
 
-            result = run_search(denoise, reward, tuple(x.shape[1:]), self.settings, SeededSearchNoise(seed + index),
+            result = run_search(denoise, reward, tuple(x.shape[1:]), self.settings, SeededFlowSearchNoise(seed + index),
                                 first_latent=x[index:index + 1], sigma_max=sigma_max, callback=report,
                                 trace=trace)
             outputs.append(result.x0.to(x))

@@ -14,12 +14,13 @@ import torch
 from test_arpg_model import cases, close, fixture_arpg, is_arpg, tolerances
 
 from flowar.models.arpg import ARPGConfig, ARPGTransformer
-from flowar.samplers.arpg import DecodeSettings, KnownTokens, sample_arpg
-from flowar.samplers.arpg_draws import SeededDraws, sample_tokens
-from flowar.samplers.arpg_logits import filter_logits, official_top_p_filter
-from flowar.samplers.trace import Trace
-from flowar.samplers.arpg_schedule import guidance_scale, tokens_per_step
-from flowar.samplers.trace import Trace
+from flowar.samplers.arpg.decode import DecodeSettings, sample_arpg
+from flowar.samplers.common import KnownTokens
+from flowar.samplers.arpg.noise import SeededARPGNoise, sample_tokens
+from flowar.samplers.arpg.logits import filter_logits, official_top_p_filter
+from flowar.samplers.common import Trace
+from flowar.samplers.arpg.schedule import guidance_scale, tokens_per_step
+from flowar.samplers.common import Trace
 
 CPU = torch.device("cpu")
 RUN_INPUTS = ("condition", "order_uniform", "u_cdf_mid")  # what the test feeds, not what it checks
@@ -217,7 +218,7 @@ def run(model, labels=(1, 3), **options) -> tuple[torch.Tensor, Trace]:
     settings.update(options.pop("settings", {}))
     trace = Trace()
     tokens = sample_arpg(model, torch.tensor(labels), grid=grid, settings=DecodeSettings(**settings),
-                         draws=options.pop("draws", SeededDraws(7)), device=CPU, known=known, trace=trace, **options)
+                         draws=options.pop("draws", SeededARPGNoise(7)), device=CPU, known=known, trace=trace, **options)
     return tokens, trace
 
 
@@ -255,9 +256,9 @@ def test_interrupted_run_releases_its_cache() -> None:
 
 def test_same_seed_same_tokens_and_batch_rows_differ() -> None:
     model = tiny_model()
-    first, _ = run(model, draws=SeededDraws(11))
-    assert torch.equal(first, run(model, draws=SeededDraws(11))[0])
-    assert not torch.equal(first, run(model, draws=SeededDraws(12))[0])
+    first, _ = run(model, draws=SeededARPGNoise(11))
+    assert torch.equal(first, run(model, draws=SeededARPGNoise(11))[0])
+    assert not torch.equal(first, run(model, draws=SeededARPGNoise(12))[0])
     assert not torch.equal(first[0], first[1])
 
 
@@ -280,7 +281,7 @@ def test_inpainting_keeps_known_tokens_and_decodes_only_the_rest() -> None:
     original = torch.randint(0, 16, (2, 4, 4), generator=torch.Generator().manual_seed(3))
     keep = torch.ones(4, 4, dtype=torch.bool)
     keep[1:3, 1:3] = False  # regenerate the centre
-    tokens, trace = run(model, known=KnownTokens(original, keep))
+    tokens, trace = run(model, known=KnownTokens.from_grid(original, keep))
     assert torch.equal(tokens[:, keep], original[:, keep])
     assert sorted(trace.values["orders"].tolist()) == [1 + 4 * r + c for r in (1, 2) for c in (1, 2)]
     assert at_step(trace, 0, "input_ids").shape == (4, 1 + 12)  # class + known tokens prefilled, both halves
@@ -294,8 +295,8 @@ def test_known_tokens_change_what_is_generated() -> None:
     keep = torch.ones(4, 4, dtype=torch.bool)
     keep[:, 2:] = False
     zeros, ones = torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(2, 4, 4, dtype=torch.long)
-    from_zeros, _ = run(model, known=KnownTokens(zeros, keep), draws=SeededDraws(5))
-    from_ones, _ = run(model, known=KnownTokens(ones, keep), draws=SeededDraws(5))
+    from_zeros, _ = run(model, known=KnownTokens.from_grid(zeros, keep), draws=SeededARPGNoise(5))
+    from_ones, _ = run(model, known=KnownTokens.from_grid(ones, keep), draws=SeededARPGNoise(5))
     assert not torch.equal(from_zeros[:, ~keep], from_ones[:, ~keep])
 
 
@@ -304,7 +305,7 @@ def test_outpainting_on_a_larger_grid_than_trained() -> None:
     original = torch.randint(0, 16, (1, 5, 6), generator=torch.Generator().manual_seed(4))
     keep = torch.zeros(5, 6, dtype=torch.bool)
     keep[1:4, 1:5] = True  # the known image in the middle, a border to generate
-    tokens, trace = run(model, labels=(2,), known=KnownTokens(original, keep), grid=(5, 6), settings={"steps": 6})
+    tokens, trace = run(model, labels=(2,), known=KnownTokens.from_grid(original, keep), grid=(5, 6), settings={"steps": 6})
     assert tokens.shape == (1, 5, 6) and torch.equal(tokens[:, keep], original[:, keep])
     assert trace.values["orders"].max().item() <= 30 and trace.nfe == 6
 
@@ -328,10 +329,10 @@ def test_non_finite_logits_are_a_clear_error() -> None:
     ({"settings": {"schedule": "zigzag"}}, "schedule must be one of arccos, cosine, raster"),
     ({"settings": {"cfg_schedule": "cosine"}}, "cfg_schedule must be one of linear, constant"),
     ({"labels": (0, 5)}, "class index 5 is out of range: this model has classes 0..4"),
-    ({"known": KnownTokens(torch.zeros(2, 3, 3, dtype=torch.long), torch.ones(3, 3, dtype=torch.bool))},
+    ({"known": KnownTokens.from_grid(torch.zeros(2, 3, 3, dtype=torch.long), torch.ones(3, 3, dtype=torch.bool))},
      "do not fit a batch of 2 on a 4x4 token grid"),
-    ({"known": KnownTokens(torch.full((2, 4, 4), 99), torch.eye(4, dtype=torch.bool))}, "codebook indices 0..15"),
-    ({"known": KnownTokens(torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(4, 4, dtype=torch.bool))},
+    ({"known": KnownTokens.from_grid(torch.full((2, 4, 4), 99), torch.eye(4, dtype=torch.bool))}, "codebook indices 0..15"),
+    ({"known": KnownTokens.from_grid(torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(4, 4, dtype=torch.bool))},
      "every token position is already known"),
 ])
 def test_bad_options_are_clear_errors(options: dict, message: str) -> None:

@@ -16,11 +16,11 @@ from support.fixtures import case_params
 from support.flow_search import (DRAW, ROLES, GaussianMixtureFlow, ReplayNoise, squared_distance_reward, toy_model,
                                  toy_reward)
 
-from flowar.samplers.flow_search import run_search
-from flowar.samplers.flow_search_grid import exp_grid
-from flowar.samplers.flow_search_noise import SeededSearchNoise
-from flowar.samplers.flow_search_settings import METHODS, SearchSettings, search_plan
-from flowar.samplers.trace import Trace
+from flowar.samplers.flow_search.run import run_search
+from flowar.samplers.flow_search.grid import exp_grid
+from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
+from flowar.samplers.flow_search.settings import METHODS, SearchSettings, search_plan
+from flowar.samplers.common import Trace
 
 EVENT = re.compile(r"^(?:call|iter)(\d+)\.ev(\d+)\.(\w+)\.(\w+)$")
 LOOP_OUT = re.compile(r"^(?:call|iter)(\d+)\.out\.(\w+)$")
@@ -171,7 +171,7 @@ def test_flow_search_counts_every_latent_once_and_stays_in_budget(method: str) -
     model = small_mixture()
     settings = SearchSettings(method=method, max_nfe=80, steps=5, finish_steps=4, keep_best=True, **SMALL[method])
     counting, calls, trace = Counting(model), [], Trace()
-    result = run_search(counting, favour_component(model, 2), SHAPE, settings, SeededSearchNoise(0),
+    result = run_search(counting, favour_component(model, 2), SHAPE, settings, SeededFlowSearchNoise(0),
                         callback=lambda step, total, preview: calls.append((step, total, preview)), trace=trace)
     assert result.nfe == counting.latents <= settings.max_nfe
     assert result.x0.shape == (1, *SHAPE) and torch.isfinite(result.x0).all()
@@ -214,13 +214,13 @@ def test_flow_search_bad_inputs_are_clear_errors() -> None:
     model, settings = small_mixture(), SearchSettings(method="best_of_n", max_nfe=20, steps=4)
     reward = favour_component(model, 0)
     with pytest.raises(ValueError, match="first_latent must have shape"):
-        run_search(model, reward, SHAPE, settings, SeededSearchNoise(0), first_latent=torch.zeros(2, *SHAPE))
+        run_search(model, reward, SHAPE, settings, SeededFlowSearchNoise(0), first_latent=torch.zeros(2, *SHAPE))
     with pytest.raises(ValueError, match="needs first_latent"):
-        run_search(model, reward, SHAPE, settings, SeededSearchNoise(0), sigma_max=0.5)
+        run_search(model, reward, SHAPE, settings, SeededFlowSearchNoise(0), sigma_max=0.5)
     with pytest.raises(ValueError, match="reward must return a tensor of shape"):
-        run_search(model, lambda x0: torch.zeros(1), SHAPE, settings, SeededSearchNoise(0))
+        run_search(model, lambda x0: torch.zeros(1), SHAPE, settings, SeededFlowSearchNoise(0))
     with pytest.raises(FloatingPointError, match="NaN"):
-        run_search(model, lambda x0: torch.full((x0.shape[0],), float("nan")), SHAPE, settings, SeededSearchNoise(0))
+        run_search(model, lambda x0: torch.full((x0.shape[0],), float("nan")), SHAPE, settings, SeededFlowSearchNoise(0))
 
 
 def test_flow_search_ode_finish_reaches_the_data_end() -> None:
@@ -234,9 +234,9 @@ def test_flow_search_ode_finish_reaches_the_data_end() -> None:
     for interpolant in ("linear", "vp"):
         common = dict(method="best_of_n", particles=1, sde=False, interpolant=interpolant, max_nfe=400)
         fine = SearchSettings(**common, steps=100, finish_steps=100)
-        finished = run_search(model, favour_component(model, 0), SHAPE, fine, SeededSearchNoise(0), first_latent=z)
+        finished = run_search(model, favour_component(model, 0), SHAPE, fine, SeededFlowSearchNoise(0), first_latent=z)
         coarse = SearchSettings(**common, steps=10, finish="official")
-        official = run_search(model, favour_component(model, 0), SHAPE, coarse, SeededSearchNoise(0), first_latent=z)
+        official = run_search(model, favour_component(model, 0), SHAPE, coarse, SeededFlowSearchNoise(0), first_latent=z)
         assert (finished.x0 - exact).abs().max() < 0.05, interpolant
         assert (official.x0 - exact).abs().max() > 0.2, interpolant
         assert finished.finish_nfe == 99 and official.finish_nfe == 0
@@ -246,7 +246,7 @@ def test_flow_search_keep_best_returns_the_best_scored_candidate() -> None:
     model = small_mixture()
     trace = Trace()
     settings = SearchSettings(method="svdd", max_nfe=60, steps=4, candidates=4, finish="official", keep_best=True)
-    result = run_search(model, favour_component(model, 1), SHAPE, settings, SeededSearchNoise(4), trace=trace)
+    result = run_search(model, favour_component(model, 1), SHAPE, settings, SeededFlowSearchNoise(4), trace=trace)
     assert result.reward == max(max(row["rewards"]) for row in trace.rows if row.get("rewards"))
 
 
@@ -257,19 +257,19 @@ def test_flow_search_batching_and_first_latent() -> None:
     for batch_size in (0, 3):
         counting = Counting(model)
         settings = SearchSettings(method="svdd", max_nfe=60, steps=4, candidates=4, batch_size=batch_size)
-        results.append(run_search(counting, favour_component(model, 1), SHAPE, settings, SeededSearchNoise(2),
+        results.append(run_search(counting, favour_component(model, 1), SHAPE, settings, SeededFlowSearchNoise(2),
                                   first_latent=first))
         assert max(counting.sizes) == (8 if batch_size == 0 else 3)  # 2 chains x 4 candidates per step
     torch.testing.assert_close(results[0].x0, results[1].x0)
     plain = SearchSettings(method="best_of_n", particles=1, max_nfe=20, steps=4, sde=False)
-    a, b = (run_search(model, favour_component(model, 0), SHAPE, plain, SeededSearchNoise(seed), first_latent=first)
+    a, b = (run_search(model, favour_component(model, 0), SHAPE, plain, SeededFlowSearchNoise(seed), first_latent=first)
             for seed in (0, 1))
     torch.testing.assert_close(a.x0, b.x0)  # the only particle starts from first_latent, whatever the seed
 
 
 def test_flow_search_seeds_reproduce_and_differ() -> None:
     model, settings = small_mixture(), SearchSettings(method="rbf", max_nfe=60, steps=4, init_particles=3)
-    runs = [run_search(model, favour_component(model, 0), SHAPE, settings, SeededSearchNoise(seed)).x0
+    runs = [run_search(model, favour_component(model, 0), SHAPE, settings, SeededFlowSearchNoise(seed)).x0
             for seed in (5, 5, 6)]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
@@ -279,7 +279,7 @@ def test_flow_search_part_way_start_is_evaluated_once() -> None:
     start = 0.6 * model.means[0].reshape(1, *SHAPE) + 0.4 * torch.randn(1, *SHAPE, generator=torch.Generator())
     counting = Counting(model)
     settings = SearchSettings(method="best_of_n", particles=3, max_nfe=40, steps=4, finish_steps=3)
-    result = run_search(counting, favour_component(model, 0), SHAPE, settings, SeededSearchNoise(0),
+    result = run_search(counting, favour_component(model, 0), SHAPE, settings, SeededFlowSearchNoise(0),
                         first_latent=start, sigma_max=0.4)
     assert result.nfe == 1 + 3 * 3 + 2  # shared start once, 3 particles x 3 evaluated steps, finish
     assert float(counting.sigmas[0][0]) == pytest.approx(0.4, abs=1e-5)
@@ -291,6 +291,6 @@ def test_flow_search_smc_resamples_by_weight() -> None:
     for threshold, resamples in ((1.0, True), (0.0, False)):
         trace = Trace()
         settings = SearchSettings(method="smc", particles=6, max_nfe=40, steps=4, ess_threshold=threshold)
-        run_search(model, favour_component(model, 2), SHAPE, settings, SeededSearchNoise(1), trace=trace)
+        run_search(model, favour_component(model, 2), SHAPE, settings, SeededFlowSearchNoise(1), trace=trace)
         picks = [row["chosen"] for row in trace.rows if row["phase"] == "search"]
         assert any(p is not None for p in picks) == resamples

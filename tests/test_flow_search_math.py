@@ -14,9 +14,9 @@ import pytest
 import torch
 from support.fixtures import case_params
 
-from flowar.samplers import flow_interpolants as fi
-from flowar.samplers.flow_sde import DIFFUSION_COEFFICIENTS, diffusion_coefficient, euler_maruyama, sde_drift
-from flowar.samplers.flow_search_grid import counter_start, exp_grid, exp_time
+from flowar.samplers.flow_search import interpolants as fi
+from flowar.samplers.flow_search.sde import DIFFUSION_COEFFICIENTS, diffusion_coefficient, euler_maruyama, sde_drift
+from flowar.samplers.flow_search.grid import counter_start, exp_grid, exp_time
 
 SCHEDULE = re.compile(r"^(schedule_M\d+)\.r$")
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from test_pixelflow_sampler import cascade_cases, run_fixture_cascade
 
-from flowar.samplers.cascade_stage import StageProblem, euler_stage
-from flowar.samplers.flow_search_grid import exp_grid, uniform_times
-from flowar.samplers.flow_search_noise import SeededSearchNoise
-from flowar.samplers.flow_search_pixelflow import search_stage_solver
-from flowar.samplers.flow_search_settings import SearchSettings
-from flowar.samplers.pixelflow_schedule import cascade_schedule
+from flowar.samplers.pixelflow.stage import StageProblem, euler_stage
+from flowar.samplers.flow_search.grid import exp_grid, uniform_times
+from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
+from flowar.samplers.pixelflow.search import search_stage_solver
+from flowar.samplers.flow_search.settings import SearchSettings
+from flowar.samplers.pixelflow.schedule import cascade_schedule
 
 ONE_ODE_PARTICLE = dict(method="best_of_n", particles=1, sde=False, interpolant="linear")
 
@@ -53,7 +53,7 @@ def test_flow_search_pixelflow_maps_stage_time_and_ends_at_the_stage_end() -> No
         problem, schedule = final_stage_problem(ConstantVelocity(c, served), entry=entry)
         settings = SearchSettings(**ONE_ODE_PARTICLE, max_nfe=40, steps=6, finish_steps=5)
         solver = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule,
-                                     SeededSearchNoise(0))
+                                     SeededFlowSearchNoise(0))
         out = solver(problem)
         t0 = problem.t[0].item()
         torch.testing.assert_close(out, problem.x + (1 - t0) * c, atol=1e-5, rtol=1e-5)
@@ -73,14 +73,14 @@ def test_flow_search_pixelflow_reward_sees_images_and_search_picks_by_it() -> No
 
     problem, schedule = final_stage_problem(ConstantVelocity(c), batch=1)
     settings = SearchSettings(method="best_of_n", particles=4, max_nfe=40, steps=4, finish_steps=2)
-    search_stage_solver(settings, brightness, schedule, SeededSearchNoise(0))(problem)
+    search_stage_solver(settings, brightness, schedule, SeededFlowSearchNoise(0))(problem)
     assert seen and all(images.shape[1:] == (4, 4, 3) and images.min() >= 0 and images.max() <= 1 for images in seen)
 
 
 def test_flow_search_pixelflow_refuses_other_stages_and_plain_velocities() -> None:
     problem, schedule = final_stage_problem(ConstantVelocity(torch.zeros(3, 4, 4)))
     settings = SearchSettings(**ONE_ODE_PARTICLE, max_nfe=20, steps=3)
-    solver = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule, SeededSearchNoise(0))
+    solver = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule, SeededFlowSearchNoise(0))
     earlier = StageProblem(0, problem.num_stages, problem.x, problem.t, problem.timesteps, problem.timestep_range,
                            problem.window_end, problem.velocity, problem.report)
     with pytest.raises(ValueError, match="final stage"):
@@ -118,7 +118,7 @@ def test_flow_search_pixelflow_one_ode_particle_is_plain_euler_on_its_grid(case)
     schedule = cascade_schedule(scheduler.get("num_train_timesteps", 1000), scheduler.get("num_stages", 4))
     last = schedule.num_stages - 1
     settings = SearchSettings(**ONE_ODE_PARTICLE, max_nfe=40, steps=3, finish_steps=3)
-    search = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule, SeededSearchNoise(0))
+    search = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule, SeededFlowSearchNoise(0))
     matched = euler_on_the_search_grid(settings, schedule)
     plain = []
 

@@ -15,7 +15,7 @@ from flowar.models.checkpoint import load_checkpoint
 from flowar.models.kl16 import AutoencoderKL, KL16Config
 from flowar.models.mar import MAR, MARConfig
 from flowar.models.mar_release import RELEASED_HEADS, load_kl16, mar_config_from_weights
-from flowar.samplers.mar_diffusion import cosine_betas, diffusion_schedule, guided_output, p_sample
+from flowar.samplers.mar.diffusion import cosine_betas, diffusion_schedule, guided_output, p_sample
 
 KEY_FILE = REPO_ROOT.parent / "shared" / "research" / "keys" / "mar_released.md"
 

@@ -11,9 +11,11 @@ from support.fixtures import case_params
 from test_mar_model import fixture_mar, within
 
 from flowar.models.mar import MAR, MARConfig, unpatchify
-from flowar.samplers.mar import KnownTokens, SeededMARNoise, sample_mar
-from flowar.samplers.mar_diffusion import diffusion_schedule
-from flowar.samplers.trace import Trace
+from flowar.samplers.common import KnownTokens
+from flowar.samplers.mar.noise import SeededMARNoise
+from flowar.samplers.mar.sample import sample_mar
+from flowar.samplers.mar.diffusion import diffusion_schedule
+from flowar.samplers.common import Trace
 
 
 def run_params() -> list:

@@ -20,7 +20,7 @@ from flowar.nodes.pixelflow import (
     parse_stage_steps,
 )
 from flowar.nodes.runtime.folders import ModelFileNotFound
-from flowar.samplers.pixelflow_guidance import TextCondition
+from flowar.samplers.pixelflow.guidance import TextCondition
 
 TINY = {"num_attention_heads": 2, "attention_head_dim": 8, "depth": 1, "patch_size": 2}
 C2I = {**TINY, "num_classes": 10}

@@ -15,14 +15,14 @@ from test_pixelflow_model import fixture_model
 
 from flowar.kernels.block_noise import block_cholesky, correlate_blocks
 from flowar.kernels.rope import pixelflow_rope_table
-from flowar.samplers.cascade import check_size, entry_point, sample_cascade
-from flowar.samplers.cascade_noise import SeededCascadeNoise
-from flowar.samplers.cascade_stage import STAGE_SOLVERS, StageProblem, StageSolver, dopri5_stage, euler_stage
-from flowar.samplers.dopri5 import dopri5
-from flowar.samplers.pixelflow_guidance import ClassCondition, GuidedVelocity, TextCondition, stage_guidance
-from flowar.samplers.pixelflow_schedule import DEFAULT_GAMMA, cascade_schedule
+from flowar.samplers.pixelflow.cascade import check_size, entry_point, sample_cascade
+from flowar.samplers.pixelflow.noise import SeededPixelFlowNoise
+from flowar.samplers.pixelflow.stage import STAGE_SOLVERS, StageProblem, StageSolver, dopri5_stage, euler_stage
+from flowar.samplers.pixelflow.dopri5 import dopri5
+from flowar.samplers.pixelflow.guidance import ClassCondition, GuidedVelocity, TextCondition, stage_guidance
+from flowar.samplers.pixelflow.schedule import DEFAULT_GAMMA, cascade_schedule
 from flowar.samplers.pixels import pixels_to_image
-from flowar.samplers.trace import Trace
+from flowar.samplers.common import Trace
 
 STEP_RECORD = re.compile(r"^cascade\.s\d+\.k\d+\.")
 
@@ -296,7 +296,7 @@ def test_image_to_image_runs_fewer_steps_and_full_strength_is_generation(case) -
 
         with torch.no_grad():
             out = sample_cascade(counted, schedule, batch=batch, size=size, steps=steps, shift=1.0,
-                                 noise=SeededCascadeNoise(7), solvers=[euler_stage] * schedule.num_stages,
+                                 noise=SeededPixelFlowNoise(7), solvers=[euler_stage] * schedule.num_stages,
                                  device=torch.device("cpu"), image=image, strength=strength)
         return out, len(calls)
 
@@ -317,5 +317,5 @@ def test_non_finite_model_output_is_a_clear_error() -> None:
         return torch.full_like(x, float("nan"))
 
     with pytest.raises(FloatingPointError, match="NaN or infinite values in stage 0"):
-        sample_cascade(broken, schedule, batch=1, size=8, steps=[2, 2], shift=1.0, noise=SeededCascadeNoise(0),
+        sample_cascade(broken, schedule, batch=1, size=8, steps=[2, 2], shift=1.0, noise=SeededPixelFlowNoise(0),
                        solvers=[euler_stage] * 2, device=torch.device("cpu"))

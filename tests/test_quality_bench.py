@@ -24,7 +24,7 @@ from flowar.nodes.arpg import FlowARARPGLoader, FlowARARPGSampler, FlowARVQToken
 from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoader
 from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
-from flowar.samplers.pixelflow_schedule import cascade_schedule
+from flowar.samplers.pixelflow.schedule import cascade_schedule
 from flowar.train.arpg_eval import PARALLEL, RASTER, edit_cases
 from flowar.train.mar_eval import inpaint_cases
 from flowar.train.pixelflow_c2i import c2i_task

@@ -18,7 +18,7 @@ from flowar.models.mar_release import load_kl16, load_mar
 from flowar.models.shapes import CLASS_NAMES
 from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoader
 from flowar.nodes.masks import FlowARRegionMask
-from flowar.samplers.mar_diffusion import diffusion_schedule, p_sample, predicted_gaussian
+from flowar.samplers.mar.diffusion import diffusion_schedule, p_sample, predicted_gaussian
 from flowar.train import mar_eval
 from flowar.train.loop import TrainSettings, train_modules, world_batch
 from flowar.train.mar_c2i import SHAPES_MAR, build_mar, c2i_loss, save_mar
@@ -153,14 +153,6 @@ def test_saved_models_load_through_the_nodes_and_inpaint_keeping_the_known_half(
     source = vae.vae.encode_tokens(image.permute(0, 3, 1, 2) * 2 - 1)  # (1, C, 8, 8) the node's own encoding
     assert torch.equal(completed.latents[..., :4], source[..., :4])
     assert not torch.equal(completed.latents[..., 4:], source[..., 4:])
-
-
-def test_evaluation_defaults_are_the_sampler_nodes() -> None:
-    required = FlowARMARSampler.INPUT_TYPES()["required"]
-    defaults = {name: required[name][1]["default"] for name in ("num_iter", "cfg", "cfg_schedule", "temperature",
-                                                                  "diffusion_steps")}
-    assert defaults == {"num_iter": mar_eval.NUM_ITER, "cfg": mar_eval.CFG, "cfg_schedule": mar_eval.CFG_SCHEDULE,
-                        "temperature": mar_eval.TEMPERATURE, "diffusion_steps": mar_eval.DIFFUSION_STEPS}
 
 
 def test_inpainting_cases_take_classes_in_turn_with_an_object_in_the_left_half() -> None:

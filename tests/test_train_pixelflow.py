@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from flowar.models.pixelflow import PixelFlowConfig
 from flowar.models.pixelflow_release import load_pixelflow
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
-from flowar.samplers.cascade import noised_entry
-from flowar.samplers.pixelflow_schedule import cascade_schedule
+from flowar.samplers.pixelflow.cascade import noised_entry
+from flowar.samplers.pixelflow.schedule import cascade_schedule
 from flowar.train.pixelflow_c2i import c2i_task
 from flowar.train import loop
 from flowar.train.loop import TrainSettings, learning_rate_factor, training_autocast, world_batch

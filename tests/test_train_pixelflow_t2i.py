@@ -16,7 +16,7 @@ from flowar.models.pixelflow import PixelFlowConfig
 from flowar.models.shapes import CAPTIONS
 from flowar.nodes.pixelflow import FlowARFlanT5Loader, FlowARPixelFlowLoader, FlowARPixelFlowSampler, \
     FlowARPixelFlowTextEncode
-from flowar.samplers.pixelflow_schedule import cascade_schedule
+from flowar.samplers.pixelflow.schedule import cascade_schedule
 from flowar.train.pixelflow_eval import count_accuracy
 from flowar.train.shapes_accuracy import score_counts
 from flowar.train.pixelflow_t2i import PROMPTS, save_text_encoder, t2i_task

@@ -40,8 +40,9 @@ from ..models.arpg import ARPGTransformer
 from ..models.arpg_release import load_arpg, load_vq
 from ..models.shapes import CANVAS, CLASS_NAMES
 from ..models.vq16 import VQModel
-from ..samplers.arpg import DecodeSettings, KnownTokens, sample_arpg
-from ..samplers.arpg_draws import SeededDraws
+from ..samplers.arpg.decode import DecodeSettings, sample_arpg
+from ..samplers.arpg.noise import SeededARPGNoise
+from ..samplers.common import KnownTokens
 from ..samplers.pixels import pixels_to_image
 from .shapes_accuracy import Accuracy, format_accuracy, learning_curve, score
 from .shapes_world import ShapesSample, generate, image_batch
@@ -60,7 +61,7 @@ def sample_images(model: ARPGTransformer, vq: VQModel, labels: Tensor, seed: int
     ``[B]`` (``known`` keeps those tokens: editing)."""
     grid = model.config.grid_size
     with torch.no_grad():
-        tokens = sample_arpg(model, labels, grid=(grid, grid), settings=settings, draws=SeededDraws(seed),
+        tokens = sample_arpg(model, labels, grid=(grid, grid), settings=settings, draws=SeededARPGNoise(seed),
                              device=torch.device("cpu"), known=known)
         return pixels_to_image(vq.decode_indices(tokens)), tokens
 
@@ -104,7 +105,7 @@ def edit_input(vq: VQModel, images: Tensor, edit: str) -> KnownTokens:
     """The tokens of IMAGE ``[B, H, W, 3]`` with the positions ``edit`` keeps marked known: the editing input."""
     with torch.no_grad():
         tokens = vq.encode_indices(images.permute(0, 3, 1, 2) * 2 - 1)  # (B, h, w)
-    return KnownTokens(tokens, known_positions(edit, tokens.shape[-1]))
+    return KnownTokens.from_grid(tokens, known_positions(edit, tokens.shape[-1]))
 
 
 def edit_accuracy(model: ARPGTransformer, vq: VQModel, edit: str, *, cases: int, seed: int = 0, batch: int = 24
@@ -117,8 +118,8 @@ def edit_accuracy(model: ARPGTransformer, vq: VQModel, edit: str, *, cases: int,
         known = edit_input(vq, image_batch(samples[k:k + batch]), edit)
         completed, tokens = sample_images(model, vq, labels[k:k + batch], seed + k // batch, known=known)
         images.append(completed)
-        same = (tokens == known.tokens) | ~known.known
-        unchanged += int(same.flatten(1).all(dim=1).sum())
+        same = (tokens.flatten(1) == known.tokens) | ~known.known  # (B, L)
+        unchanged += int(same.all(dim=1).sum())
     return score(torch.cat(images), labels), unchanged
 
 

@@ -32,7 +32,7 @@ from ..models.kl16 import LATENT_SCALE, AutoencoderKL
 from ..models.mar import MAR, MARConfig, patchify
 from ..models.mar_release import load_kl16
 from ..models.shapes import CANVAS, CLASS_NAMES
-from ..samplers.mar_diffusion import diffusion_schedule
+from ..samplers.mar.diffusion import diffusion_schedule
 from .loop import Loss, TrainSettings, run, run_arguments, save_container, training_autocast
 from .mar_objective import mar_loss
 from .mar_vae import posterior_sample

@@ -29,17 +29,15 @@ from ..models.kl16 import AutoencoderKL
 from ..models.mar import MAR, patchify, unpatchify
 from ..models.mar_release import load_kl16, load_mar
 from ..models.shapes import CLASS_NAMES
-from ..samplers.mar import KnownTokens, SeededMARNoise, sample_mar
-from ..samplers.mar_diffusion import diffusion_schedule
+from ..samplers.common import KnownTokens
+from ..samplers.mar.diffusion import diffusion_schedule
+from ..samplers.mar.defaults import CFG, CFG_SCHEDULE, DIFFUSION_STEPS, NUM_ITER, TEMPERATURE
+from ..samplers.mar.noise import SeededMARNoise
+from ..samplers.mar.sample import sample_mar
 from ..samplers.pixels import pixels_to_image
 from .shapes_accuracy import Accuracy, format_accuracy, learning_curve, score
 from .shapes_world import ShapesSample, generate, image_batch
 
-NUM_ITER = 64  # the MAR Sampler node's defaults
-CFG = 4.0
-CFG_SCHEDULE = "constant"
-TEMPERATURE = 1.0
-DIFFUSION_STEPS = 100
 INPAINT_SEED = 5 * 10**11  # world seeds of the inpainting cases start here (far from any training run's)
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..models.mar import MAR
-from ..samplers.mar_diffusion import DiffusionSchedule, predicted_gaussian
+from ..samplers.mar.diffusion import DiffusionSchedule, predicted_gaussian
 
 LABEL_DROP = 0.1
 DIFFUSION_BATCH_MUL = 1

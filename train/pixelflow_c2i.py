@@ -24,9 +24,9 @@ from torch import nn
 
 from ..models.pixelflow import PixelFlowConfig, PixelFlowModel
 from ..models.shapes import CANVAS, CLASS_NAMES
-from ..samplers.pixelflow_schedule import cascade_schedule
-from .pixelflow_objective import initialise
+from ..samplers.pixelflow.schedule import cascade_schedule
 from .loop import run_arguments
+from .pixelflow_objective import initialise
 from .pixelflow_training import NUM_TRAIN_TIMESTEPS, PixelFlowTask, run, save_release
 
 # 4 stages (4 -> 8 -> 16 -> 32 px) so the sampler's default "official" class-guidance ramp applies; patch 2.

@@ -29,17 +29,16 @@ from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow import PixelFlowModel
 from ..models.pixelflow_release import load_pixelflow
 from ..models.shapes import CAPTIONS, CLASS_NAMES
-from ..samplers.cascade import sample_cascade
-from ..samplers.cascade_noise import SeededCascadeNoise
-from ..samplers.cascade_stage import StageSolver, euler_stage
-from ..samplers.pixelflow_guidance import OFFICIAL_CLASS_STAGE_WEIGHTS, ClassCondition, GuidedVelocity, \
+from ..samplers.pixelflow.cascade import sample_cascade
+from ..samplers.pixelflow.noise import SeededPixelFlowNoise
+from ..samplers.pixelflow.stage import StageSolver, euler_stage
+from ..samplers.pixelflow.defaults import CFG, STEPS_PER_STAGE
+from ..samplers.pixelflow.guidance import OFFICIAL_CLASS_STAGE_WEIGHTS, ClassCondition, GuidedVelocity, \
     TextCondition, stage_guidance
-from ..samplers.pixelflow_schedule import CascadeSchedule, cascade_schedule
+from ..samplers.pixelflow.schedule import CascadeSchedule, cascade_schedule
 from ..samplers.pixels import pixels_to_image
 from .shapes_accuracy import Accuracy, format_accuracy, learning_curve, score, score_counts
 
-STEPS_PER_STAGE = 10
-CFG = 4.0
 SIZE = 32
 PROMPT_TOKENS = 16  # the tiny T5's tokenizer length (padding beyond it changes nothing: it is masked)
 
@@ -61,7 +60,7 @@ def sample_cascade_images(model: PixelFlowModel, schedule: CascadeSchedule, cond
     batch = len(condition.labels) if class_conditional else len(condition.context)
     with torch.no_grad():
         pixels = sample_cascade(velocity, schedule, batch=batch, size=SIZE, steps=[STEPS_PER_STAGE] * stages,
-                                shift=1.0, noise=SeededCascadeNoise(seed, schedule.gamma),
+                                shift=1.0, noise=SeededPixelFlowNoise(seed, schedule.gamma),
                                 solvers=list(solvers or [euler_stage] * stages), device=torch.device("cpu"))
     return pixels_to_image(pixels)
 

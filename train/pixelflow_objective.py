@@ -4,7 +4,7 @@ batched per stage instead of packed into one varlen sequence (the same loss with
 Per sample: a stage (the batch is split evenly over the stages in random order), an index ``i`` into that stage's
 ``num_train_timesteps`` table (the model's global timestep) and its local time ``t = i / N``; one noise ``n`` at the
 stage's resolution. The endpoints are the cascade's training states at local time 1 and 0
-(:func:`samplers.cascade.noised_entry`), ``x_t = t end + (1 - t) start`` and the target velocity is ``end - start``.
+(:func:`samplers.pixelflow.cascade.noised_entry`), ``x_t = t end + (1 - t) start`` and the target velocity is ``end - start``.
 The loss is the mean squared error over every pixel of the batch, as the packed official batch weighs it.
 """
 
@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from ..kernels.rope import pixelflow_rope_table
 from ..models.pixelflow import PixelFlowModel
-from ..samplers.cascade import noised_entry
-from ..samplers.pixelflow_schedule import CascadeSchedule
+from ..samplers.pixelflow.cascade import noised_entry
+from ..samplers.pixelflow.schedule import CascadeSchedule
 
 LABEL_DROPOUT = 0.1  # share of labels replaced by the null class, so the model learns the CFG branch
 

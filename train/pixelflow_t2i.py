@@ -30,9 +30,9 @@ from transformers import T5Config, T5EncoderModel
 
 from ..models.pixelflow import PixelFlowConfig, PixelFlowModel
 from ..models.shapes import CANVAS, CAPTIONS
-from ..samplers.pixelflow_schedule import cascade_schedule
-from .pixelflow_objective import initialise
+from ..samplers.pixelflow.schedule import cascade_schedule
 from .loop import run_arguments
+from .pixelflow_objective import initialise
 from .pixelflow_training import NUM_TRAIN_TIMESTEPS, PixelFlowTask, run, save_release
 from .shapes_tokenizer import MAX_TOKENS, save_tokenizer, shapes_tokenizer
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..models.pixelflow import PixelFlowModel
-from ..samplers.pixelflow_schedule import CascadeSchedule
+from ..samplers.pixelflow.schedule import CascadeSchedule
 from .loop import Loss, Save, Snapshot, TrainResult, TrainSettings, run as run_loop, train_modules
 from .pixelflow_objective import flow_loss, training_batches
 from .shapes_world import ShapesSample

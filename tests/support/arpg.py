@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowar.samplers.arpg import DecodeSettings
+from flowar.samplers.arpg.decode import DecodeSettings
 
 
 def sampler_inputs(settings: DecodeSettings) -> dict:

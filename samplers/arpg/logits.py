@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..kernels.filtering import top_k_filter, top_p_filter
+from ...kernels.filtering import top_k_filter, top_p_filter
 
 TOP_P_MODES = ("correct", "official")
 MIN_TEMPERATURE = 1e-5

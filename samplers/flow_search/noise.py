@@ -1,7 +1,7 @@
 """Where a flow search's randomness comes from: initial latents, SDE step noise, re-noising, resampling.
 
 The searches take any object with these methods, so parity tests can replay the draws recorded from an official
-run in order. :class:`SeededSearchNoise` is the normal source: every draw comes, in a fixed order, from one CPU
+run in order. :class:`SeededFlowSearchNoise` is the normal source: every draw comes, in a fixed order, from one CPU
 generator seeded by the user's seed, so the same seed gives the same result on every device. (The official code
 draws from the global torch RNG and, for SMC resampling, Python's ``random.choices``.)
 """
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 
-class SearchNoise(Protocol):
+class FlowSearchNoise(Protocol):
     def initial(self, shape: tuple[int, ...]) -> Tensor:
         """N(0, 1) float32 latents at the start of the path (one row per particle)."""
 
@@ -29,7 +29,7 @@ class SearchNoise(Protocol):
         to 1): SMC's multinomial resampling."""
 
 
-class SeededSearchNoise:
+class SeededFlowSearchNoise:
     """All draws from one ``torch.Generator`` on the CPU seeded with ``seed``."""
 
     def __init__(self, seed: int) -> None:

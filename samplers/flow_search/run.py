@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .flow_search_core import Callback, Candidate, Denoiser, RewardFn, SearchContext, finish
-from .flow_search_noise import SearchNoise
-from .flow_search_particles import best_of_n, smc, svdd
-from .flow_search_rbf import rollover_budget_forcing
-from .flow_search_settings import SearchPlan, SearchSettings, search_plan
-from .flow_search_sop import search_over_paths
-from .trace import Trace
+from ..common import Trace
+from .core import Callback, Candidate, Denoiser, RewardFn, SearchContext, finish
+from .noise import FlowSearchNoise
+from .particles import best_of_n, smc, svdd
+from .rbf import rollover_budget_forcing
+from .settings import SearchPlan, SearchSettings, search_plan
+from .sop import search_over_paths
 
 SEARCHES: dict[str, Callable[[SearchContext, SearchPlan], Candidate]] = {
     "rbf": rollover_budget_forcing, "best_of_n": best_of_n, "smc": smc, "svdd": svdd,
@@ -50,7 +50,7 @@ def run_search(
     reward: RewardFn,
     shape: tuple[int, ...],
     settings: SearchSettings,
-    noise: SearchNoise,
+    noise: FlowSearchNoise,
     *,
     first_latent: Tensor | None = None,
     sigma_max: float = 1.0,

@@ -17,13 +17,13 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .cascade_stage import StageProblem, StageSolver
-from .flow_search import run_search
-from .flow_search_core import RewardFn
-from .flow_search_noise import SearchNoise
-from .flow_search_settings import SearchSettings
-from .pixelflow_schedule import CascadeSchedule
-from .pixels import pixels_to_image
+from ..flow_search.core import RewardFn
+from ..flow_search.noise import FlowSearchNoise
+from ..flow_search.run import run_search
+from ..flow_search.settings import SearchSettings
+from ..pixels import pixels_to_image
+from .schedule import CascadeSchedule
+from .stage import StageProblem, StageSolver
 
 
 class RowVelocity(Protocol):
@@ -35,7 +35,7 @@ class RowVelocity(Protocol):
 
 
 def search_stage_solver(settings: SearchSettings, reward_on_images: RewardFn, schedule: CascadeSchedule,
-                        noise: SearchNoise) -> StageSolver:
+                        noise: FlowSearchNoise) -> StageSolver:
     """A :data:`StageSolver` for the cascade's final stage that returns, per image, the search's output.
 
     ``reward_on_images`` maps images ``[N, H, W, C]`` in 0..1 to rewards ``[N]``; ``noise`` feeds every search of the

@@ -15,7 +15,7 @@ Beyond the official code:
   step 0 at their own positions, and the schedule runs over the unknown positions only. Outpainting and larger
   canvases take the RoPE rows of a grid larger than the training one (:meth:`ARPGTransformer.rope_table`);
 * ``raster``: one position per step in raster order, the sequential baseline the parallel mode is measured against;
-* a correct top-p (the official one is broken; see :mod:`samplers.arpg_logits`).
+* a correct top-p (the official one is broken; see :mod:`samplers.arpg.logits`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..models.arpg import ARPGConfig, ARPGKVCache, ARPGTransformer
-from .arpg_draws import DrawSource, sample_tokens
-from .arpg_logits import TOP_P_MODES, filter_logits, guided_logits
-from .arpg_schedule import CFG_SCHEDULES, DECODE_SCHEDULES, guidance_scale, tokens_per_step
-from .trace import Trace
+from ...models.arpg import ARPGConfig, ARPGKVCache, ARPGTransformer
+from ..common import Callback, KnownTokens, Trace
+from .logits import TOP_P_MODES, filter_logits, guided_logits
+from .noise import ARPGNoise, sample_tokens
+from .schedule import CFG_SCHEDULES, DECODE_SCHEDULES, guidance_scale, tokens_per_step
 
-Callback = Callable[[int, int, "Tensor | None"], None]  # (step, total, preview IMAGE | None)
 Preview = Callable[[Tensor, Tensor], "Tensor | None"]  # (tokens (B, h, w), decided (h, w) bool) -> IMAGE | None
 
 
@@ -71,14 +70,6 @@ class DecodeSettings:
         return self.guidance != 1.0
 
 
-@dataclass(frozen=True)
-class KnownTokens:
-    """A token grid and the positions the sampler must keep: ``tokens`` (B, h, w) int64, ``known`` (h, w) bool."""
-
-    tokens: Tensor
-    known: Tensor
-
-
 def check_labels(labels: Tensor, num_classes: int) -> None:
     if labels.dim() != 1 or labels.numel() == 0:
         raise ValueError(f"class labels must be a non-empty 1-D tensor, got shape {tuple(labels.shape)}")
@@ -88,17 +79,24 @@ def check_labels(labels: Tensor, num_classes: int) -> None:
                          f"0..{num_classes - 1}")
 
 
-def check_known(known: KnownTokens, batch: int, grid: tuple[int, int], vocab_size: int) -> None:
-    if tuple(known.tokens.shape) != (batch, *grid) or tuple(known.known.shape) != grid:
+def check_known(known: KnownTokens, batch: int, grid: tuple[int, int], vocab_size: int) -> Tensor:
+    """The kept raster positions (L,) bool, after checking ``known`` fits the batch and the grid: ARPG decodes one
+    order of positions for the whole batch, so every row must keep the same positions."""
+    length = grid[0] * grid[1]
+    if tuple(known.tokens.shape) != (batch, length) or tuple(known.known.shape) != (batch, length):
         raise ValueError(f"known tokens {tuple(known.tokens.shape)} / positions {tuple(known.known.shape)} do not fit "
-                         f"a batch of {batch} on a {grid[0]}x{grid[1]} token grid")
-    kept = known.tokens[:, known.known.to(known.tokens.device)]  # (B, K)
+                         f"a batch of {batch} on a {grid[0]}x{grid[1]} token grid ({length} positions)")
+    if not bool((known.known == known.known[:1]).all()):
+        raise ValueError("the batch keeps different token positions: ARPG decodes one set of positions for the whole "
+                         "batch; use one mask")
+    kept = known.tokens[known.known.to(known.tokens.device)]  # (B*K,)
     if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= vocab_size):
         raise ValueError(f"known tokens must be codebook indices 0..{vocab_size - 1}: use the tokenizer the model "
                          "was trained with")
+    return known.known[0].cpu()
 
 
-def generation_order(unknown: Tensor, schedule: str, draws: DrawSource) -> Tensor:
+def generation_order(unknown: Tensor, schedule: str, draws: ARPGNoise) -> Tensor:
     """The unknown raster positions (ascending) in the order they are decoded: drawn at random, or raster."""
     if schedule == "raster":
         return unknown
@@ -122,7 +120,7 @@ def sample_arpg(
     *,
     grid: tuple[int, int],
     settings: DecodeSettings,
-    draws: DrawSource,
+    draws: ARPGNoise,
     device: torch.device,
     known: KnownTokens | None = None,
     callback: Callback | None = None,
@@ -139,9 +137,8 @@ def sample_arpg(
     settings.check(config.vocab_size)
     check_labels(labels, config.num_classes)
     batch, (height, width) = labels.shape[0], grid
-    if known is not None:
-        check_known(known, batch, grid, config.vocab_size)
-    known_map = known.known.flatten() if known is not None else torch.zeros(height * width, dtype=torch.bool)
+    known_map = (check_known(known, batch, grid, config.vocab_size) if known is not None
+                 else torch.zeros(height * width, dtype=torch.bool))  # (L,)
     unknown = (~known_map).nonzero().flatten()  # raster positions to decode
     counts = tokens_per_step(len(unknown), settings.steps, settings.schedule)
     order = generation_order(unknown, settings.schedule, draws).to(device)  # (U,)
@@ -149,7 +146,7 @@ def sample_arpg(
     known_positions = known_map.nonzero().flatten().to(device)  # (K,)
     tokens = torch.zeros(batch, height * width, dtype=torch.long, device=device)
     if known is not None:
-        tokens[:, known_positions] = known.tokens.flatten(1).to(device)[:, known_positions]
+        tokens[:, known_positions] = known.tokens.to(device)[:, known_positions]
     decided = known_map.clone().to(device)
     rope = model.rope_table(height, width).to(device)  # (1 + h*w, hd/2, 2)
 

@@ -11,19 +11,18 @@ image mixed with noise exactly as in training), and one solver per stage (the ho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cascade_noise import CascadeNoise
-from .cascade_stage import StageProblem, StageSolver, Velocity
-from .pixelflow_schedule import CascadeSchedule
-from .pixels import pixels_to_image
-from .trace import Trace
+from ..common import Callback, Trace
+from ..pixels import pixels_to_image
+from .noise import PixelFlowNoise
+from .schedule import CascadeSchedule
+from .stage import StageProblem, StageSolver, Velocity
 
-Callback = Callable[[int, int, "Tensor | None"], None]  # (step, total, preview IMAGE [1, H, W, C] | None)
 
 
 def size_multiple(patch_size: int, num_stages: int) -> int:
@@ -101,7 +100,7 @@ def sample_cascade(
     size: int,
     steps: Sequence[int],
     shift: float,
-    noise: CascadeNoise,
+    noise: PixelFlowNoise,
     solvers: Sequence[StageSolver],
     device: torch.device,
     channels: int = 3,
@@ -163,7 +162,7 @@ def sample_cascade(
     return x
 
 
-def _enter_stage(x: Tensor, stage: int, schedule: CascadeSchedule, noise: CascadeNoise, trace: Trace | None) -> Tensor:
+def _enter_stage(x: Tensor, stage: int, schedule: CascadeSchedule, noise: PixelFlowNoise, trace: Trace | None) -> Tensor:
     """Nearest 2x upsample, then ``alpha x + beta block_noise`` (the stage transition)."""
     upsampled = F.interpolate(x, scale_factor=2, mode="nearest")  # (B, C, 2H, 2W)
     block = noise.block(stage, tuple(upsampled.shape)).to(x.device)

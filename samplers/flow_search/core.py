@@ -16,16 +16,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .flow_interpolants import Interpolant, eps_prediction, per_sample, velocity_from_predictions
-from .flow_sde import diffusion_coefficient, euler_maruyama, sde_drift
-from .flow_search_grid import uniform_times
-from .flow_search_noise import SearchNoise
-from .flow_search_settings import SearchSettings
-from .trace import Trace
+from ..common import Callback, Trace
+from .grid import uniform_times
+from .interpolants import Interpolant, eps_prediction, per_sample, velocity_from_predictions
+from .noise import FlowSearchNoise
+from .sde import diffusion_coefficient, euler_maruyama, sde_drift
+from .settings import SearchSettings
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x [N, ...] at flow sigma, sigma [N]) -> x0 prediction [N, ...]
 RewardFn = Callable[[Tensor], Tensor]  # x0 predictions [N, ...] -> rewards [N] float32 (higher is better)
-Callback = Callable[[int, int, "Tensor | None"], None]  # (NFE used, max_nfe, best x0 so far [1, ...] | None)
 
 UNSET_REWARD = -1e9  # the official "no candidate yet" reward
 
@@ -43,7 +42,7 @@ class Candidate:
 class SearchContext:
     """The model, reward, noise and bookkeeping of one search run (one output)."""
 
-    def __init__(self, denoise: Denoiser, reward: RewardFn, settings: SearchSettings, noise: SearchNoise,
+    def __init__(self, denoise: Denoiser, reward: RewardFn, settings: SearchSettings, noise: FlowSearchNoise,
                  shape: tuple[int, ...], device: torch.device, *,
                  start: Tensor | None, first_latent: Tensor | None, callback: Callback | None,
                  trace: Trace | None) -> None:

@@ -16,55 +16,15 @@ transformer in groups, since its encoder drops the unknown rows and needs equal 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from .mar_diffusion import DiffusionSchedule, guided_output, sample_tokens
-from .trace import Trace
+from ..common import Callback, KnownTokens, Trace
+from .diffusion import DiffusionSchedule, guided_output, sample_tokens
+from .noise import MARNoise
 
 CFG_SCHEDULES = ("linear", "constant")
-Callback = Callable[[int, int, "Tensor | None"], None]
-
-
-class MARNoise(Protocol):
-    """The loop's randomness, in a fixed order, so parity tests can replay recorded draws."""
-
-    def orders(self, batch: int, length: int) -> Tensor:
-        """One random permutation of 0..length-1 per sample, int64 (B, L)."""
-
-    def start(self, iteration: int, rows: int, channels: int) -> Tensor:
-        """The diffusion head's starting noise for this iteration's tokens (rows, C)."""
-
-    def step(self, iteration: int, step: int, rows: int, channels: int) -> Tensor:
-        """The per-step noise of the head's j-th step (rows, C)."""
-
-
-class SeededMARNoise:
-    """All draws from one CPU ``torch.Generator`` seeded by the user's seed (device independent)."""
-
-    def __init__(self, seed: int) -> None:
-        self.generator = torch.Generator("cpu").manual_seed(seed)
-
-    def orders(self, batch: int, length: int) -> Tensor:
-        return torch.argsort(torch.rand(batch, length, generator=self.generator), dim=1)
-
-    def start(self, iteration: int, rows: int, channels: int) -> Tensor:
-        return torch.randn(rows, channels, generator=self.generator)
-
-    def step(self, iteration: int, step: int, rows: int, channels: int) -> Tensor:
-        return torch.randn(rows, channels, generator=self.generator)
-
-
-@dataclass(frozen=True)
-class KnownTokens:
-    """Inpainting input: tokens (B, L, C) and which positions are known (B, L) bool."""
-
-    tokens: Tensor
-    known: Tensor
 
 
 def unknown_first(orders: Tensor, unknown: Tensor) -> Tensor:

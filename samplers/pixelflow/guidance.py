@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..kernels.rope import pixelflow_rope_table
-from .trace import Trace
+from ...kernels.rope import pixelflow_rope_table
+from ..common import Trace
 
 GUIDANCE_SCHEDULES = ("official", "constant", "linear")
 OFFICIAL_CLASS_STAGE_WEIGHTS = (0.0, 1.0 / 6.0, 2.0 / 3.0, 1.0)  # pipeline's scale_dict for stages 0..3

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .flow_search_core import Candidate, SearchContext
-from .flow_search_grid import exp_grid
-from .flow_search_settings import SearchPlan
+from .core import Candidate, SearchContext
+from .grid import exp_grid
+from .settings import SearchPlan
 
 
 def _candidate(x: Tensor, r: Tensor, x0: Tensor, rewards: Tensor, row: int) -> Candidate:

@@ -1,7 +1,7 @@
 """Where the cascade's randomness comes from: fresh Gaussian noise and 2x2 block noise at each stage change.
 
 The cascade sampler takes any object with these two methods, so parity tests can replay the official run's recorded
-draws. :class:`SeededCascadeNoise` is the normal source: every draw comes, in a fixed order, from one CPU generator
+draws. :class:`SeededPixelFlowNoise` is the normal source: every draw comes, in a fixed order, from one CPU generator
 seeded by the user's seed, so the same seed gives the same image on every device.
 """
 
@@ -12,11 +12,11 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ..kernels.block_noise import block_cholesky, block_count, correlate_blocks
-from .pixelflow_schedule import DEFAULT_GAMMA
+from ...kernels.block_noise import block_cholesky, block_count, correlate_blocks
+from .schedule import DEFAULT_GAMMA
 
 
-class CascadeNoise(Protocol):
+class PixelFlowNoise(Protocol):
     def gaussian(self, shape: tuple[int, ...]) -> Tensor:
         """I.i.d. N(0, 1) noise of ``shape``: the starting point (or the img2img noise)."""
 
@@ -24,7 +24,7 @@ class CascadeNoise(Protocol):
         """Block-correlated noise ``[B, C, H, W]`` for entering ``stage``."""
 
 
-class SeededCascadeNoise:
+class SeededPixelFlowNoise:
     """All draws from one ``torch.Generator`` on the CPU seeded with ``seed``."""
 
     def __init__(self, seed: int, gamma: float = DEFAULT_GAMMA) -> None:

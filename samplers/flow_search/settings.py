@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .flow_interpolants import INTERPOLANTS, Interpolant
-from .flow_sde import DEFAULT_DIFFUSION, DEFAULT_DIFFUSION_NORM, DIFFUSION_COEFFICIENTS
+from .interpolants import INTERPOLANTS, Interpolant
+from .sde import DEFAULT_DIFFUSION, DEFAULT_DIFFUSION_NORM, DIFFUSION_COEFFICIENTS
 
 METHODS = ("rbf", "best_of_n", "smc", "svdd", "search_over_paths")
 FINISHES = ("ode", "official")

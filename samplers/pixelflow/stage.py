@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..common import Trace
 from .dopri5 import dopri5
-from .trace import Trace
 
 Velocity = Callable[[Tensor, "Tensor | float", int], Tensor]  # (x, global timestep, stage) -> guided velocity
 Report = Callable[[Tensor, float], None]  # (state, fraction of the stage done)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from .flow_interpolants import Coefficients, per_sample, score_from_velocity
+from .interpolants import Coefficients, per_sample, score_from_velocity
 
 DIFFUSION_COEFFICIENTS = ("square", "sigma", "constant", "sin", "linear", "clipping", "exp", "tan")
 DEFAULT_DIFFUSION = "square"

@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .flow_interpolants import per_sample
-from .flow_search_core import Candidate, SearchContext
-from .flow_search_grid import uniform_times
-from .flow_search_settings import SearchPlan
+from .core import Candidate, SearchContext
+from .grid import uniform_times
+from .interpolants import per_sample
+from .settings import SearchPlan
 
 
 def path_ode(context: SearchContext, x: Tensor, start: float, stop: float,

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .flow_search_core import UNSET_REWARD, Candidate, SearchContext
-from .flow_search_grid import counter_start, counter_step, exp_time, step_between
-from .flow_search_settings import SearchPlan
+from .core import UNSET_REWARD, Candidate, SearchContext
+from .grid import counter_start, counter_step, exp_time, step_between
+from .settings import SearchPlan
 
 
 class StageBest:

@@ -4,7 +4,7 @@ The sampler takes any object with these two methods, so parity tests can replay 
 official run. The official ``generate`` draws ``torch.rand(L).argsort()`` for the order (shared by the batch) and
 then calls ``torch.multinomial`` each step; here every token is drawn by inverse-CDF sampling from a uniform,
 which has the same distribution, runs on any device without a host sync, and lets recorded draws reproduce the
-official tokens exactly. :class:`SeededDraws` is the normal source: every uniform comes from one CPU generator
+official tokens exactly. :class:`SeededARPGNoise` is the normal source: every uniform comes from one CPU generator
 seeded by the user's seed, so the same seed gives the same order and tokens on every device.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 
-class DrawSource(Protocol):
+class ARPGNoise(Protocol):
     def order_uniforms(self, count: int) -> Tensor:
         """(count,) float uniforms; their ``argsort`` is the order in which the unknown positions are decoded."""
 
@@ -24,7 +24,7 @@ class DrawSource(Protocol):
         """(B, n) float uniforms in [0, 1), one per token decoded this step."""
 
 
-class SeededDraws:
+class SeededARPGNoise:
     """All draws from one ``torch.Generator`` on the CPU seeded with ``seed``."""
 
     def __init__(self, seed: int) -> None:
