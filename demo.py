@@ -28,20 +28,17 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
-from common import load_pack  # noqa: E402
 
-load_pack()
-import arpg_sampling as arpg  # noqa: E402
-import mar_sampling as mar  # noqa: E402
-import pixelflow_sampling as pixelflow  # noqa: E402
-from quality_report import proportion, to_pil  # noqa: E402
+from flowar.tooling import arpg_sampling as arpg
+from flowar.tooling import mar_sampling as mar
+from flowar.tooling import pixelflow_sampling as pixelflow
+from flowar.tooling.report import proportion, to_pil
 
-from flowar.models.shapes import CAPTIONS, CLASS_NAMES  # noqa: E402
-from flowar.samplers.flow_search.settings import SearchSettings  # noqa: E402
-from flowar.train.arpg_eval import EDITS, edit_cases  # noqa: E402
-from flowar.train.mar_eval import inpaint_cases  # noqa: E402
-from flowar.train.shapes_accuracy import score, score_counts  # noqa: E402
+from flowar.models.shapes import CAPTIONS, CLASS_NAMES
+from flowar.samplers.flow_search.settings import SearchSettings
+from flowar.tooling.accuracy import score, score_counts
+from flowar.tooling.arpg_eval import EDITS, edit_cases
+from flowar.tooling.mar_eval import inpaint_cases
 
 CAPTIONS_SHOWN = ("one red circle", "two blue squares", "three yellow triangles", "four green circles",
                   "one yellow square", "two red triangles", "three blue circles", "four green squares")

@@ -26,14 +26,12 @@ import time
 
 import torch
 
-from common import load_pack
 
-flowar = load_pack()
-from flowar.models.arpg import ARPGTransformer  # noqa: E402
-from flowar.models.arpg_release import ARPG_PRESETS  # noqa: E402
-from flowar.samplers.arpg.decode import DecodeSettings, sample_arpg  # noqa: E402
-from flowar.samplers.arpg.noise import SeededARPGNoise  # noqa: E402
-from flowar.samplers.arpg.schedule import tokens_per_step  # noqa: E402
+from flowar.models.arpg import ARPGTransformer
+from flowar.models.arpg_release import ARPG_PRESETS
+from flowar.samplers.arpg.decode import DecodeSettings, sample_arpg
+from flowar.samplers.arpg.noise import SeededARPGNoise
+from flowar.samplers.arpg.schedule import tokens_per_step
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = {"parallel": DecodeSettings(steps=64, schedule="arccos", guidance=4.0),

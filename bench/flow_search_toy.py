@@ -17,21 +17,18 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-from common import PACK_ROOT, load_pack
 from safetensors.torch import load_file
 
-load_pack()
-sys.path.insert(0, str(PACK_ROOT / "tests"))
-from support.flow_search import GaussianMixtureFlow, squared_distance_reward  # noqa: E402
+from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
+from flowar.samplers.flow_search.run import run_search
+from flowar.samplers.flow_search.settings import SearchSettings
+from flowar.tooling.toy_flow import GaussianMixtureFlow, squared_distance_reward
 
-from flowar.samplers.flow_search.run import run_search  # noqa: E402
-from flowar.samplers.flow_search.noise import SeededFlowSearchNoise  # noqa: E402
-from flowar.samplers.flow_search.settings import SearchSettings  # noqa: E402
+PACK_ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {  # name -> settings beyond the shared ones
     "plain": {"method": "best_of_n", "particles": 1, "sde": False},

@@ -20,15 +20,13 @@ import time
 
 import torch
 
-from common import load_pack
 
-flowar = load_pack()
-from flowar.models.kl16 import AutoencoderKL, KL16Config  # noqa: E402
-from flowar.models.mar import MAR, MARConfig  # noqa: E402
-from flowar.models.mar_release import RELEASED_HEADS  # noqa: E402
-from flowar.samplers.mar.noise import SeededMARNoise  # noqa: E402
-from flowar.samplers.mar.sample import masked_after, sample_mar  # noqa: E402
-from flowar.samplers.mar.diffusion import diffusion_schedule, guided_output, sample_tokens  # noqa: E402
+from flowar.models.kl16 import AutoencoderKL, KL16Config
+from flowar.models.mar import MAR, MARConfig
+from flowar.models.mar_release import RELEASED_HEADS
+from flowar.samplers.mar.diffusion import diffusion_schedule, guided_output, sample_tokens
+from flowar.samplers.mar.noise import SeededMARNoise
+from flowar.samplers.mar.sample import masked_after, sample_mar
 
 RELEASES = {"mar_base": (768, 12, 6, 1024), "mar_large": (1024, 16, 8, 1280), "mar_huge": (1280, 20, 12, 1536)}
 CFG = 3.0

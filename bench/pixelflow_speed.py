@@ -18,16 +18,14 @@ import time
 
 import torch
 
-from common import load_pack
 
-flowar = load_pack()
-from flowar.models.pixelflow import PixelFlowModel  # noqa: E402
-from flowar.models.pixelflow_release import PRESETS  # noqa: E402
-from flowar.samplers.pixelflow.cascade import sample_cascade, stage_resolution  # noqa: E402
-from flowar.samplers.pixelflow.noise import SeededPixelFlowNoise  # noqa: E402
-from flowar.samplers.pixelflow.stage import euler_stage  # noqa: E402
-from flowar.samplers.pixelflow.guidance import ClassCondition, GuidedVelocity, stage_guidance  # noqa: E402
-from flowar.samplers.pixelflow.schedule import cascade_schedule  # noqa: E402
+from flowar.models.pixelflow import PixelFlowModel
+from flowar.models.pixelflow_release import PRESETS
+from flowar.samplers.pixelflow.cascade import sample_cascade, stage_resolution
+from flowar.samplers.pixelflow.guidance import ClassCondition, GuidedVelocity, stage_guidance
+from flowar.samplers.pixelflow.noise import SeededPixelFlowNoise
+from flowar.samplers.pixelflow.schedule import cascade_schedule
+from flowar.samplers.pixelflow.stage import euler_stage
 
 RELEASE = PRESETS["PixelFlow-Class2Image XL/4 256px"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -22,7 +22,7 @@ Each family lives in its own module ``quality_<family>.py`` with ``MODES`` (the 
 ``add_arguments(group)`` (options named for the family where they are its own), ``plan(args) -> jobs``
 (every sample, in the manifest's order), ``generate(args, jobs, out, label) -> records`` (draws and writes any slice
 of the jobs) and ``report(args, out, jobs, records) -> markdown`` (judges the written PNGs).
-``pixelflow_sampling.py`` explains how PixelFlow samples are drawn, counted and searched, and which search settings
+``flowar.tooling.pixelflow_sampling`` explains how PixelFlow samples are drawn, counted and searched, and which search settings
 each NFE budget gets.
 """
 
@@ -40,15 +40,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from common import load_pack
 
-load_pack()
-import torch  # noqa: E402
+import torch
 
-import quality_arpg  # noqa: E402
-import quality_mar  # noqa: E402
-import quality_pixelflow  # noqa: E402
-from quality_report import SampleRecord, machine, write_manifest  # noqa: E402
+import quality_arpg
+import quality_mar
+import quality_pixelflow
+from flowar.tooling.report import SampleRecord, machine, write_manifest
 
 FAMILIES = {"pixelflow": quality_pixelflow, "mar": quality_mar, "arpg": quality_arpg}
 MAX_WORKERS = 8

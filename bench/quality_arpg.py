@@ -2,7 +2,7 @@
 ``parallel``: 16 steps of 4 tokens in a random order) and in raster order (method ``raster``: 64 steps of one
 token), and of its zero-shot editing (``inpaint``: the centre 4x4 tokens of a held-out world image regenerated for its
 class; ``outpaint``: the border ring one token wide regenerated); how samples are drawn is in
-``bench/arpg_sampling.py`` (shared with ``demo.py``).
+``flowar.tooling.arpg_sampling`` (shared with ``demo.py``).
 
 Seeds: sample ``j`` of class ``k`` has seed ``12 j + k`` in both methods; editing case ``j`` (class ``j mod 12``) has
 seed ``j``.
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from flowar.models.shapes import CLASS_NAMES, SHAPES
-from flowar.train.arpg_eval import BUILTIN_STEPS, EDITS, PARALLEL, edit_cases
-from flowar.train.shapes_accuracy import score
+from flowar.tooling.accuracy import score
+from flowar.tooling.arpg_eval import BUILTIN_STEPS, EDITS, PARALLEL, edit_cases
 
-from arpg_sampling import METHODS, add_model_arguments, load_models, sample_class, sample_edit
-from quality_report import SampleRecord, markdown_table, proportion, read_pngs, write_png
+from flowar.tooling.arpg_sampling import METHODS, add_model_arguments, load_models, sample_class, sample_edit
+from flowar.tooling.report import SampleRecord, markdown_table, proportion, read_pngs, write_png
 
 MODES = ("c2i", *EDITS)
 

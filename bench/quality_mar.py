@@ -1,6 +1,6 @@
 """MAR family of ``bench/quality.py``: class accuracy of the built-in tiny MAR (``c2i``, method ``plain``) and of its
 inpainting (``inpaint``: a held-out world image's left half kept, the right half generated for its class), both at
-the MAR Sampler node's defaults; how samples are drawn is in ``bench/mar_sampling.py`` (shared with ``demo.py``).
+the MAR Sampler node's defaults; how samples are drawn is in ``flowar.tooling.mar_sampling`` (shared with ``demo.py``).
 
 Seeds: sample ``j`` of class ``k`` has seed ``12 j + k``; inpainting case ``j`` (class ``j mod 12``) has seed ``j``.
 """
@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from flowar.models.shapes import CLASS_NAMES, SHAPES
-from flowar.train.mar_eval import CFG, CFG_SCHEDULE, DIFFUSION_STEPS, NUM_ITER, TEMPERATURE, inpaint_cases
-from flowar.train.shapes_accuracy import score
+from flowar.samplers.mar.defaults import CFG, CFG_SCHEDULE, DIFFUSION_STEPS, NUM_ITER, TEMPERATURE
+from flowar.tooling.accuracy import score
+from flowar.tooling.mar_eval import inpaint_cases
 
-from mar_sampling import add_model_arguments, load_models, sample_class, sample_inpaint
-from quality_report import SampleRecord, markdown_table, proportion, read_pngs, write_png
+from flowar.tooling.mar_sampling import add_model_arguments, load_models, sample_class, sample_inpaint
+from flowar.tooling.report import SampleRecord, markdown_table, proportion, read_pngs, write_png
 
 MODES = ("c2i", "inpaint")
 

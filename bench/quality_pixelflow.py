@@ -1,7 +1,7 @@
 """PixelFlow family of ``bench/quality.py``: class accuracy of the class-to-image model, and count accuracy of the
 text-to-image model plain and with each flow search at each NFE budget (x the plain NFE, matched exactly per
 sample). How samples are drawn, counted and searched, and which search settings each budget gets, is in
-``bench/pixelflow_sampling.py`` (shared with ``demo.py``).
+``flowar.tooling.pixelflow_sampling`` (shared with ``demo.py``).
 
 Seeds: sample ``j`` of class ``k`` has seed ``12 j + k``, sample ``j`` of caption ``c`` seed ``48 j + c`` for every
 method, so plain and searched samples are paired (same cascade noise up to the searched stage).
@@ -25,13 +25,13 @@ from torch import Tensor
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES, SHAPES
 from flowar.samplers.flow_search.settings import SearchSettings
+from flowar.samplers.pixelflow.defaults import CFG, STEPS_PER_STAGE
 from flowar.samplers.pixelflow.schedule import CascadeSchedule
-from flowar.train.pixelflow_eval import CFG, STEPS_PER_STAGE
-from flowar.train.shapes_accuracy import Accuracy, score, score_counts
+from flowar.tooling.accuracy import Accuracy, score, score_counts
 
-from pixelflow_sampling import SEARCH_METHODS, add_model_arguments, describe, final_budget, final_stage_sigma, \
+from flowar.tooling.pixelflow_sampling import SEARCH_METHODS, add_model_arguments, describe, final_budget, final_stage_sigma, \
     load_encoder, load_model, plain_nfe, sample_caption, sample_class, search_settings
-from quality_report import SampleRecord, markdown_table, proportion, read_pngs, write_png
+from flowar.tooling.report import SampleRecord, markdown_table, proportion, read_pngs, write_png
 
 Group = tuple[str, int]  # (method, multiplier): one row of a mode's table
 MODES = ("c2i", "t2i")

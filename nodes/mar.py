@@ -15,8 +15,8 @@ from ..models.kl16 import AutoencoderKL
 from ..models.mar import MAR, patchify, unpatchify
 from ..models.mar_release import WEIGHT_CHOICES, load_kl16, load_mar
 from ..samplers.common import KnownTokens, regenerated_tokens
-from ..samplers.mar.diffusion import diffusion_schedule
 from ..samplers.mar import defaults
+from ..samplers.mar.diffusion import diffusion_schedule
 from ..samplers.mar.noise import SeededMARNoise
 from ..samplers.mar.sample import CFG_SCHEDULES, sample_mar
 from ..samplers.pixels import image_to_pixels, pixels_to_image

@@ -1,21 +1,11 @@
-"""Test set-up: the pack imported as the package ``flowar`` whatever its folder is called, plus shared fixtures.
-
-The pack uses relative imports only (ComfyUI has a top-level module called ``nodes``), so it is loaded here from
-the repository root under one alias; tests import ``flowar.<layer>``.
-"""
+"""Test set-up: markers and shared fixtures. The pack is the installed package ``flowar`` (``pip install -e .``, see
+README), so tests import ``flowar.<layer>`` like any user of the library."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from common import load_pack  # noqa: E402  (bench/common.py: the one place that imports the pack)
-
-load_pack("flowar")
 
 
 def pytest_configure(config: pytest.Config) -> None:

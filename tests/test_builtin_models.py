@@ -13,12 +13,12 @@ from flowar.nodes.arpg import FlowARARPGLoader, FlowARARPGSampler, FlowARVQEncod
 from flowar.nodes.mar import FlowARMARVAELoader
 from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARFlanT5Loader, FlowARPixelFlowLoader, FlowARPixelFlowSampler
-from flowar.train.arpg_eval import PARALLEL
+from flowar.tooling.accuracy import score
+from flowar.tooling.arpg_eval import PARALLEL
 from flowar.train.arpg_vq import codebook_usage
 from flowar.train.arpg_vq import reconstruct as reconstruct_vq
 from flowar.train.mar_vae import reconstruct
 from flowar.train.reconstruction import reconstruction_report
-from flowar.train.shapes_accuracy import score
 from support.arpg import sampler_inputs
 from support.fixtures import REPO_ROOT
 

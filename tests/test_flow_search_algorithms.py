@@ -16,11 +16,11 @@ from support.fixtures import case_params
 from support.flow_search import (DRAW, ROLES, GaussianMixtureFlow, ReplayNoise, squared_distance_reward, toy_model,
                                  toy_reward)
 
-from flowar.samplers.flow_search.run import run_search
+from flowar.samplers.common import Trace
 from flowar.samplers.flow_search.grid import exp_grid
 from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
+from flowar.samplers.flow_search.run import run_search
 from flowar.samplers.flow_search.settings import METHODS, SearchSettings, search_plan
-from flowar.samplers.common import Trace
 
 EVENT = re.compile(r"^(?:call|iter)(\d+)\.ev(\d+)\.(\w+)\.(\w+)$")
 LOOP_OUT = re.compile(r"^(?:call|iter)(\d+)\.out\.(\w+)$")

@@ -15,8 +15,8 @@ import torch
 from support.fixtures import case_params
 
 from flowar.samplers.flow_search import interpolants as fi
-from flowar.samplers.flow_search.sde import DIFFUSION_COEFFICIENTS, diffusion_coefficient, euler_maruyama, sde_drift
 from flowar.samplers.flow_search.grid import counter_start, exp_grid, exp_time
+from flowar.samplers.flow_search.sde import DIFFUSION_COEFFICIENTS, diffusion_coefficient, euler_maruyama, sde_drift
 
 SCHEDULE = re.compile(r"^(schedule_M\d+)\.r$")
 

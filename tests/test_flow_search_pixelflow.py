@@ -10,12 +10,12 @@ import pytest
 import torch
 from test_pixelflow_sampler import cascade_cases, run_fixture_cascade
 
-from flowar.samplers.pixelflow.stage import StageProblem, euler_stage
 from flowar.samplers.flow_search.grid import exp_grid, uniform_times
 from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
-from flowar.samplers.pixelflow.search import search_stage_solver
 from flowar.samplers.flow_search.settings import SearchSettings
 from flowar.samplers.pixelflow.schedule import cascade_schedule
+from flowar.samplers.pixelflow.search import search_stage_solver
+from flowar.samplers.pixelflow.stage import StageProblem, euler_stage
 
 ONE_ODE_PARTICLE = dict(method="best_of_n", particles=1, sde=False, interpolant="linear")
 

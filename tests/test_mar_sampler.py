@@ -12,10 +12,10 @@ from test_mar_model import fixture_mar, within
 
 from flowar.models.mar import MAR, MARConfig, unpatchify
 from flowar.samplers.common import KnownTokens
+from flowar.samplers.common import Trace
+from flowar.samplers.mar.diffusion import diffusion_schedule
 from flowar.samplers.mar.noise import SeededMARNoise
 from flowar.samplers.mar.sample import sample_mar
-from flowar.samplers.mar.diffusion import diffusion_schedule
-from flowar.samplers.common import Trace
 
 
 def run_params() -> list:

@@ -15,14 +15,14 @@ from test_pixelflow_model import fixture_model
 
 from flowar.kernels.block_noise import block_cholesky, correlate_blocks
 from flowar.kernels.rope import pixelflow_rope_table
+from flowar.samplers.common import Trace
 from flowar.samplers.pixelflow.cascade import check_size, entry_point, sample_cascade
-from flowar.samplers.pixelflow.noise import SeededPixelFlowNoise
-from flowar.samplers.pixelflow.stage import STAGE_SOLVERS, StageProblem, StageSolver, dopri5_stage, euler_stage
 from flowar.samplers.pixelflow.dopri5 import dopri5
 from flowar.samplers.pixelflow.guidance import ClassCondition, GuidedVelocity, TextCondition, stage_guidance
+from flowar.samplers.pixelflow.noise import SeededPixelFlowNoise
 from flowar.samplers.pixelflow.schedule import DEFAULT_GAMMA, cascade_schedule
+from flowar.samplers.pixelflow.stage import STAGE_SOLVERS, StageProblem, StageSolver, dopri5_stage, euler_stage
 from flowar.samplers.pixels import pixels_to_image
-from flowar.samplers.common import Trace
 
 STEP_RECORD = re.compile(r"^cascade\.s\d+\.k\d+\.")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,20 +24,18 @@ from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoad
 from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.pixelflow.schedule import cascade_schedule
-from flowar.train.arpg_eval import PARALLEL, RASTER, edit_cases
-from flowar.train.mar_eval import inpaint_cases
-from flowar.train.pixelflow_c2i import c2i_task
-from flowar.train.pixelflow_eval import text_condition
-from flowar.train.pixelflow_t2i import save_text_encoder, t2i_task
+from flowar.tooling import pixelflow_sampling
+from flowar.tooling.arpg_eval import PARALLEL, RASTER, edit_cases
+from flowar.tooling.mar_eval import inpaint_cases
+from flowar.tooling.pixelflow_eval import text_condition
+from flowar.tooling.report import proportion, quantise, wilson, write_png
 from flowar.train.loop import TrainSettings
+from flowar.train.pixelflow_c2i import c2i_task
+from flowar.train.pixelflow_t2i import save_text_encoder, t2i_task
 from flowar.train.pixelflow_training import save_release, train
 from support.arpg import sampler_inputs
-from support.fixtures import REPO_ROOT
+from support.bench import run_quality
 
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-import quality  # noqa: E402
-import pixelflow_sampling  # noqa: E402
-from quality_report import proportion, quantise, wilson, write_png  # noqa: E402
 
 SCHEDULE = cascade_schedule(1000, 2)  # 16 -> 32 px, as the built-in t2i model
 MICRO = dict(num_attention_heads=2, attention_head_dim=8, depth=1, patch_size=2)
@@ -69,7 +66,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 @pytest.fixture(scope="module")
 def first_run(models: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("quality")
-    return out, quality.main(["--family", "pixelflow", "--out", str(out), *models, *TINY])
+    return out, run_quality(["--family", "pixelflow", "--out", str(out), *models, *TINY])
 
 
 def test_manifest_lists_every_sample_with_the_nfe_it_was_given(first_run: tuple[Path, str]) -> None:
@@ -111,7 +108,7 @@ def test_two_workers_give_the_same_manifest_and_images(first_run: tuple[Path, st
                                                        tmp_path: Path) -> None:
     """The same command again, its samples drawn by 2 worker processes: byte for byte what 1 process wrote."""
     out, _ = first_run
-    summary = quality.main(["--family", "pixelflow", "--out", str(tmp_path), *models, *TINY, "--workers", "2"])
+    summary = run_quality(["--family", "pixelflow", "--out", str(tmp_path), *models, *TINY, "--workers", "2"])
     manifest = (out / "manifest.json").read_text()
     assert (tmp_path / "manifest.json").read_text() == manifest
     for entry in json.loads(manifest):
@@ -130,7 +127,7 @@ def test_a_failing_worker_stops_the_run_with_its_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "model.safetensors"
     with pytest.raises(SystemExit, match=rf"(?s)worker [12]/2 failed \(exit status 1\):.*no PixelFlow model at "
                                          rf"{re.escape(str(missing))}"):
-        quality.main(["--family", "pixelflow", "--out", str(tmp_path), "--c2i", str(missing), "--modes", "c2i",
+        run_quality(["--family", "pixelflow", "--out", str(tmp_path), "--c2i", str(missing), "--modes", "c2i",
                       "--workers", "2"])
     assert not list(tmp_path.glob(".shard-*"))
 
@@ -215,7 +212,7 @@ def test_png_holds_exactly_the_judged_image_and_intervals_are_wilson(tmp_path: P
 
 def test_unknown_method_is_refused(models: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown method or mode beam"):
-        quality.main(["--family", "pixelflow", "--out", str(tmp_path), *models, "--methods", "beam"])
+        run_quality(["--family", "pixelflow", "--out", str(tmp_path), *models, "--methods", "beam"])
 
 
 # ---------------------------------------------------------------------------------------------------- MAR
@@ -233,7 +230,7 @@ def test_mar_family_writes_c2i_and_inpainting_samples_the_node_reproduces(tmp_pa
                                                                            request: pytest.FixtureRequest) -> None:
     options = micro_mar_models(models_dir)
     out = tmp_path / "quality"
-    summary = quality.main(["--family", "mar", "--out", str(out), *options, "--per-class", "1", "--inpaint-cases",
+    summary = run_quality(["--family", "mar", "--out", str(out), *options, "--per-class", "1", "--inpaint-cases",
                             "2", "--workers", "1"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(e["mode"], e["class_index"], e["seed"]) for e in manifest] == \
@@ -262,7 +259,7 @@ def test_mar_family_writes_c2i_and_inpainting_samples_the_node_reproduces(tmp_pa
 
 def test_mar_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown MAR mode outpaint"):
-        quality.main(["--family", "mar", "--out", str(tmp_path), "--modes", "outpaint"])
+        run_quality(["--family", "mar", "--out", str(tmp_path), "--modes", "outpaint"])
 
 
 # ---------------------------------------------------------------------------------------------------- ARPG
@@ -280,7 +277,7 @@ def test_arpg_family_writes_parallel_raster_and_editing_samples_the_node_reprodu
         tmp_path: Path, models_dir: Path, request: pytest.FixtureRequest) -> None:
     options = micro_arpg_models(models_dir)
     out = tmp_path / "quality"
-    summary = quality.main(["--family", "arpg", "--out", str(out), *options, "--per-class", "1", "--edit-cases", "2",
+    summary = run_quality(["--family", "arpg", "--out", str(out), *options, "--per-class", "1", "--edit-cases", "2",
                             "--workers", "1"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(e["mode"], e["method"], e["class_index"], e["seed"], e["nfe"]) for e in manifest] == \
@@ -312,4 +309,4 @@ def test_arpg_family_writes_parallel_raster_and_editing_samples_the_node_reprodu
 
 def test_arpg_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown ARPG mode t2i"):
-        quality.main(["--family", "arpg", "--out", str(tmp_path), "--modes", "t2i"])
+        run_quality(["--family", "arpg", "--out", str(tmp_path), "--modes", "t2i"])

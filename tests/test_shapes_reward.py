@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowar.models.shapes import COLOURS, PALETTE, parse_caption, shape_mask
-from flowar.models.shapes_analyser import analyse, class_counts
 from flowar.models.rewards import RewardModel
 from flowar.models.rewards.shapes_count import ShapesCountReward
+from flowar.models.shapes import COLOURS, PALETTE, parse_caption, shape_mask
+from flowar.models.shapes_analyser import analyse, class_counts
 from flowar.nodes.rewards import FlowARRankImages, FlowARReward, FlowARShapesCountReward
-from flowar.train.shapes_world import generate_many, image_batch
+from flowar.tooling.world import generate_many, image_batch
 
 ROBUST = generate_many(range(5000, 5200))
 

@@ -10,7 +10,7 @@ import torch
 
 from flowar.models.shapes import CANVAS, CAPTIONS, CLASS_NAMES, PALETTE, caption, class_index, class_parts, \
     shape_mask
-from flowar.train.shapes_world import boxes_apart, generate, generate_many, image_batch
+from flowar.tooling.world import boxes_apart, generate, generate_many, image_batch
 
 SAMPLES = generate_many(range(400))
 

@@ -173,7 +173,7 @@ def test_training_scripts_run_from_the_repository_root(script: str, tmp_path: Pa
     if script == "arpg_c2i":  # an untrained tokenizer of the shipped shape: the script checks nothing of its quality
         extra = ["--vq", str(save_vq(VQModel(SHAPES_VQ).eval(), tmp_path / "vq.pt", {}))]
     out = tmp_path / "out" / "model.pt"
-    result = subprocess.run([sys.executable, "-m", f"train.{script}", "--out", str(out), "--steps", "2",
+    result = subprocess.run([sys.executable, "-m", f"flowar.train.{script}", "--out", str(out), "--steps", "2",
                              "--batch-size", "4", *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and out.with_suffix(".json").is_file()

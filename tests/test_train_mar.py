@@ -176,7 +176,7 @@ def test_training_scripts_run_from_the_repository_root(script: str, extra: list[
     if extra:  # an untrained VAE of the shipped shape: the script checks nothing of its quality
         extra = ["--vae", str(save_vae(AutoencoderKL(SHAPES_KL).eval(), tmp_path / "vae.ckpt", {}))]
     out = tmp_path / "out" / "model.pth"
-    result = subprocess.run([sys.executable, "-m", f"train.{script}", "--out", str(out), "--steps", "2",
+    result = subprocess.run([sys.executable, "-m", f"flowar.train.{script}", "--out", str(out), "--steps", "2",
                              "--batch-size", "4", *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "2 steps in" in result.stdout and "MB)" in result.stdout

@@ -16,14 +16,14 @@ from flowar.models.pixelflow_release import load_pixelflow
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
 from flowar.samplers.pixelflow.cascade import noised_entry
 from flowar.samplers.pixelflow.schedule import cascade_schedule
-from flowar.train.pixelflow_c2i import c2i_task
+from flowar.tooling.accuracy import score
+from flowar.tooling.pixelflow_eval import class_accuracy, snapshot_curve
+from flowar.tooling.world import generate_many, image_batch
 from flowar.train import loop
 from flowar.train.loop import TrainSettings, learning_rate_factor, training_autocast, world_batch
-from flowar.train.pixelflow_training import save_release, train
-from flowar.train.pixelflow_eval import class_accuracy, snapshot_curve
-from flowar.train.shapes_accuracy import score
+from flowar.train.pixelflow_c2i import c2i_task
 from flowar.train.pixelflow_objective import drop_labels, stage_batch, training_batches
-from flowar.train.shapes_world import generate_many, image_batch
+from flowar.train.pixelflow_training import save_release, train
 from support.fixtures import REPO_ROOT
 
 MICRO = PixelFlowConfig(num_attention_heads=2, attention_head_dim=8, depth=1, patch_size=2, num_classes=12)
@@ -122,7 +122,7 @@ def test_accuracy_counts_true_world_images_and_rejects_wrong_classes() -> None:
 
 
 def test_training_script_runs_from_the_repository_root(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "train.pixelflow_c2i", "--out", str(tmp_path), "--steps", "2",
+    result = subprocess.run([sys.executable, "-m", "flowar.train.pixelflow_c2i", "--out", str(tmp_path), "--steps", "2",
                              "--batch-size", "4"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "2 steps in" in result.stdout and "MB)" in result.stdout

@@ -17,13 +17,13 @@ from flowar.models.shapes import CAPTIONS
 from flowar.nodes.pixelflow import FlowARFlanT5Loader, FlowARPixelFlowLoader, FlowARPixelFlowSampler, \
     FlowARPixelFlowTextEncode
 from flowar.samplers.pixelflow.schedule import cascade_schedule
-from flowar.train.pixelflow_eval import count_accuracy
-from flowar.train.shapes_accuracy import score_counts
-from flowar.train.pixelflow_t2i import PROMPTS, save_text_encoder, t2i_task
+from flowar.tooling.accuracy import score_counts
+from flowar.tooling.pixelflow_eval import count_accuracy
+from flowar.tooling.world import generate_many, image_batch
 from flowar.train.loop import TrainSettings
+from flowar.train.pixelflow_t2i import PROMPTS, save_text_encoder, t2i_task
 from flowar.train.pixelflow_training import save_release, train
 from flowar.train.shapes_tokenizer import SPECIAL_TOKENS, caption_words, save_tokenizer, shapes_tokenizer
-from flowar.train.shapes_world import generate_many, image_batch
 from support.fixtures import REPO_ROOT
 
 MICRO = PixelFlowConfig(num_attention_heads=2, attention_head_dim=8, depth=1, patch_size=2, cross_attention_dim=64)
@@ -104,7 +104,7 @@ def test_count_scoring_accepts_true_captions_and_rejects_wrong_ones(micro_t2i) -
 
 
 def test_training_script_runs_from_the_repository_root(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "train.pixelflow_t2i", "--out", str(tmp_path / "pf"),
+    result = subprocess.run([sys.executable, "-m", "flowar.train.pixelflow_t2i", "--out", str(tmp_path / "pf"),
                              "--text-encoder-out", str(tmp_path / "t5"), "--steps", "2", "--batch-size", "4"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr

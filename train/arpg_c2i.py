@@ -1,7 +1,7 @@
 """Train the built-in tiny class-conditional ARPG on the tiny VQ tokenizer's codes of the shapes world, and save it in
 the official container.
 
-Run from the repository root, after the tokenizer (:mod:`.arpg_vq`): ``python -m train.arpg_c2i --vq
+Run from the repository root, after the tokenizer (:mod:`.arpg_vq`): ``python -m flowar.train.arpg_c2i --vq
 builtin/vq/shapes-vq.pt --out builtin/arpg/shapes-c2i.pt --steps 3000 --seed 0`` (``--eval N`` samples N images
 afterwards at the built-in's default settings and prints the class accuracy; ``--snapshots DIR`` keeps the weights
 every ``--every`` steps). The network is our ARPG (:mod:`models.arpg`: content layers, shared K/V, guided query
@@ -15,12 +15,6 @@ beside ``<name>.json`` with the official ``ModelArgs`` (the head count and grid 
 
 from __future__ import annotations
 
-if __name__ == "__main__" and __package__ == "train":  # python -m train.arpg_c2i, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("arpg_c2i")
-    raise SystemExit
-
 import argparse
 from pathlib import Path
 
@@ -32,10 +26,10 @@ from ..models.arpg import ARPGConfig, ARPGTransformer
 from ..models.arpg_release import load_vq
 from ..models.shapes import CLASS_NAMES
 from ..models.vq16 import VQModel
+from ..tooling.world import ShapesSample
 from .arpg_objective import arpg_loss
 from .arpg_vq import SHAPES_VQ
 from .loop import Loss, TrainSettings, run, run_arguments, save_container, training_autocast
-from .shapes_world import ShapesSample
 
 SHAPES_ARPG = ARPGConfig(dim=192, n_layer=8, n_head=6, vocab_size=SHAPES_VQ.codebook_size,
                          num_classes=len(CLASS_NAMES), block_size=64, multiple_of=32)
@@ -107,8 +101,8 @@ def main(argv: list[str] | None = None) -> None:
 
     result = run(build_arpg, c2i_loss(vq), args, "ARPG c2i", save, RECIPE)
     if args.eval:
-        from .arpg_eval import class_accuracy
-        from .shapes_accuracy import format_accuracy
+        from ..tooling.arpg_eval import class_accuracy
+        from ..tooling.accuracy import format_accuracy
 
         print(format_accuracy(class_accuracy(result.ema["arpg"], vq, samples=args.eval)), flush=True)
 

@@ -1,6 +1,6 @@
 """Train the built-in tiny VQ tokenizer (ARPG's) on the shapes world and save it in the official container.
 
-Run from the repository root: ``python -m train.arpg_vq --out builtin/vq/shapes-vq.pt --steps 2400 --seed 0``
+Run from the repository root: ``python -m flowar.train.arpg_vq --out builtin/vq/shapes-vq.pt --steps 2400 --seed 0``
 (``--eval N`` afterwards reports the reconstruction error, the codebook usage and how often the analyser reads a
 reconstruction exactly as the original, on N held-out world images). The network is our VQ-16 tokenizer
 (:mod:`models.vq16`, LlamaGen's) at a small width with two down-sampling levels, so a 32 px image becomes an 8x8
@@ -19,12 +19,6 @@ with the constructor arguments, which the pack's VQ Tokenizer Loader reads.
 
 from __future__ import annotations
 
-if __name__ == "__main__" and __package__ == "train":  # python -m train.arpg_vq, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("arpg_vq")
-    raise SystemExit
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +29,9 @@ from torch import Tensor, nn
 from ..models.arpg_release import load_vq
 from ..models.vq16 import VQConfig, VQModel
 from ..samplers.pixels import pixels_to_image
+from ..tooling.world import ShapesSample
 from .loop import TrainSettings, run, run_arguments, save_container, training_autocast
 from .reconstruction import eight_bit, held_out_images, reconstruction_report
-from .shapes_world import ShapesSample
 
 # 32 px -> 8x8 tokens; GroupNorm's 32 groups need widths that are multiples of 32.
 SHAPES_VQ = VQConfig(codebook_size=512, codebook_embed_dim=8, z_channels=64, ch=32, ch_mult=(1, 2, 2),

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .shapes_world import ShapesSample, generate_many, image_batch
+from ..tooling.world import ShapesSample, generate_many, image_batch
 
 WORLD_SEED_STRIDE = 2**32  # world seeds of run ``seed`` start at ``seed * stride``
 BF16_NATIVE = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN has bf16 kernels for this CPU (AVX-512 or AMX)

@@ -1,7 +1,7 @@
 """Train the built-in tiny class-conditional MAR on the tiny KL VAE's tokens of the shapes world, and save it in the
 official container.
 
-Run from the repository root, after the VAE (:mod:`.mar_vae`): ``python -m train.mar_c2i --vae
+Run from the repository root, after the VAE (:mod:`.mar_vae`): ``python -m flowar.train.mar_c2i --vae
 builtin/vq/shapes-kl.ckpt --out builtin/mar/shapes-c2i.pth --steps 12000 --seed 0`` (``--eval N`` samples N images
 afterwards at the sampler's defaults and prints the class accuracy; ``--snapshots DIR`` keeps the weights every
 ``--every`` steps). The network is our MAR (:mod:`models.mar`: encoder, decoder, diffusion MLP) at a small width on
@@ -13,12 +13,6 @@ Saved in the container of the official ``checkpoint-last.pth``: ``{"model": raw 
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__" and __package__ == "train":  # python -m train.mar_c2i, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("mar_c2i")
-    raise SystemExit
 
 import argparse
 import math
@@ -33,10 +27,10 @@ from ..models.mar import MAR, MARConfig, patchify
 from ..models.mar_release import load_kl16
 from ..models.shapes import CANVAS, CLASS_NAMES
 from ..samplers.mar.diffusion import diffusion_schedule
+from ..tooling.world import ShapesSample
 from .loop import Loss, TrainSettings, run, run_arguments, save_container, training_autocast
 from .mar_objective import mar_loss
 from .mar_vae import posterior_sample
-from .shapes_world import ShapesSample
 
 SHAPES_MAR = MARConfig(encoder_embed_dim=128, encoder_depth=3, encoder_num_heads=4, decoder_embed_dim=128,
                        decoder_depth=3, decoder_num_heads=4, diffloss_d=3, diffloss_w=128, img_size=CANVAS,
@@ -151,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
 
     result = run(build_mar, c2i_loss(vae), args, "MAR c2i", save, RECIPE)
     if args.eval:
-        from .mar_eval import class_accuracy
-        from .shapes_accuracy import format_accuracy
+        from ..tooling.mar_eval import class_accuracy
+        from ..tooling.accuracy import format_accuracy
 
         print(format_accuracy(class_accuracy(result.ema["mar"], vae, samples=args.eval)), flush=True)
 

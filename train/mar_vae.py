@@ -1,6 +1,6 @@
 """Train the built-in tiny KL VAE (MAR's tokenizer) on the shapes world and save it in the official container.
 
-Run from the repository root: ``python -m train.mar_vae --out builtin/vq/shapes-kl.ckpt --steps 2400 --seed 0``
+Run from the repository root: ``python -m flowar.train.mar_vae --out builtin/vq/shapes-kl.ckpt --steps 2400 --seed 0``
 (``--eval N`` afterwards reports the reconstruction error on N held-out world images and how often the analyser reads
 a reconstruction exactly as the original). The network is our KL-16 autoencoder (:mod:`models.kl16`) at a small
 width with two down-sampling levels, so a 32 px image becomes an 8x8 grid of tokens.
@@ -19,12 +19,6 @@ constructor arguments, which the pack's MAR VAE loader reads.
 
 from __future__ import annotations
 
-if __name__ == "__main__" and __package__ == "train":  # python -m train.mar_vae, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("mar_vae")
-    raise SystemExit
-
 import copy
 import math
 from pathlib import Path
@@ -35,9 +29,9 @@ from torch import Tensor, nn
 from ..models.kl16 import AutoencoderKL, KL16Config
 from ..models.mar_release import load_kl16
 from ..samplers.pixels import pixels_to_image
+from ..tooling.world import ShapesSample
 from .loop import TrainSettings, run, run_arguments, save_container, training_autocast, world_batch
 from .reconstruction import eight_bit, reconstruction_report
-from .shapes_world import ShapesSample
 
 # 32 px -> 8x8 tokens of 8 channels; GroupNorm's 32 groups need widths that are multiples of 32.
 SHAPES_KL = KL16Config(embed_dim=8, ch_mult=(1, 2, 2), ch=32, num_res_blocks=1, resolution=32,

@@ -1,6 +1,6 @@
 """Train the built-in class-to-image PixelFlow on the shapes world and save it in the official release layout.
 
-Run from the repository root: ``python -m train.pixelflow_c2i --out builtin/pixelflow/shapes-c2i --steps 14000
+Run from the repository root: ``python -m flowar.train.pixelflow_c2i --out builtin/pixelflow/shapes-c2i --steps 14000
 --seed 0`` (``--minutes`` bounds the run by time instead or as well; ``--eval N`` samples N images afterwards and
 prints the class accuracy; ``--snapshots DIR`` keeps the EMA weights every ``--every`` steps). Seeding and the loop:
 :mod:`.loop`.
@@ -11,12 +11,6 @@ which the pack's PixelFlow loader reads like a release.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__" and __package__ == "train":  # python -m train.pixelflow_c2i, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("pixelflow_c2i")
-    raise SystemExit
 
 from pathlib import Path
 
@@ -57,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
 
     result = run(c2i_task(), schedule, args, "PixelFlow c2i", save)
     if args.eval:
-        from .pixelflow_eval import class_accuracy
-        from .shapes_accuracy import format_accuracy
+        from ..tooling.pixelflow_eval import class_accuracy
+        from ..tooling.accuracy import format_accuracy
 
         print(format_accuracy(class_accuracy(result.ema["pixelflow"], schedule, samples=args.eval)), flush=True)
 

@@ -1,7 +1,7 @@
 """Train the built-in text-to-image PixelFlow on the shapes world's captions, with a tiny T5 encoder trained
 jointly and a word-level tokenizer, and save both in the official layouts.
 
-Run from the repository root: ``python -m train.pixelflow_t2i --out builtin/pixelflow/shapes-t2i --text-encoder-out
+Run from the repository root: ``python -m flowar.train.pixelflow_t2i --out builtin/pixelflow/shapes-t2i --text-encoder-out
 builtin/text_encoders/shapes-t5 --steps 6000 --seed 0`` (options as the class-to-image script; ``--eval N`` prints
 the count accuracy of N samples). The transformer is saved as the class model is (``model.safetensors`` +
 ``config.yaml``, ``cross_attention_dim`` = the T5 width); the encoder as a Hugging Face folder (``config.json``,
@@ -15,12 +15,6 @@ sampler's defaults. Captions are dropped to the empty prompt for guidance, as th
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__" and __package__ == "train":  # python -m train.pixelflow_t2i, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("pixelflow_t2i")
-    raise SystemExit
 
 import argparse
 from pathlib import Path
@@ -96,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"text encoder saved in {encoder_out}", flush=True)
     if args.eval:
         from ..models.flan_t5 import T5TextEncoder
-        from .pixelflow_eval import count_accuracy
-        from .shapes_accuracy import format_accuracy
+        from ..tooling.pixelflow_eval import count_accuracy
+        from ..tooling.accuracy import format_accuracy
 
         encoder = T5TextEncoder(result.ema["text_encoder"], shapes_tokenizer())
         print(format_accuracy(count_accuracy(result.ema["pixelflow"], encoder, schedule, samples=args.eval), "count"),

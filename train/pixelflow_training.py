@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from ..models.pixelflow import PixelFlowModel
 from ..samplers.pixelflow.schedule import CascadeSchedule
+from ..tooling.world import ShapesSample
 from .loop import Loss, Save, Snapshot, TrainResult, TrainSettings, run as run_loop, train_modules
 from .pixelflow_objective import flow_loss, training_batches
-from .shapes_world import ShapesSample
 
 NUM_TRAIN_TIMESTEPS = 1000
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..models.shapes_analyser import class_counts
-from .shapes_world import generate_many, image_batch
+from ..tooling.world import generate_many, image_batch
 
 EVAL_SEED = 10**12  # held-out world seeds start here (training uses seed * 2^32 + k, far below for small seeds)
 Rebuild = Callable[[Tensor], Tensor]  # IMAGE [B, 32, 32, 3] in 0..1 -> its reconstruction, same layout

@@ -6,17 +6,11 @@ all of the requested shape and colour. Inpainting: world images of the requested
 object; the left half's tokens are kept and the rest is generated with the image's class; correct by the same
 measure (the completed image shows one class, the requested one).
 
-Run from the repository root: ``python -m train.mar_eval builtin/mar/shapes-c2i.pth --vae builtin/vq/shapes-kl.ckpt
+Run from the repository root: ``python -m flowar.tooling.mar_eval builtin/mar/shapes-c2i.pth --vae builtin/vq/shapes-kl.ckpt
 --samples 240 [--inpaint 240]``; ``--curve`` takes the snapshots folder of a training run instead.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__" and __package__ == "train":  # python -m train.mar_eval, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("mar_eval")
-    raise SystemExit
 
 import argparse
 from collections.abc import Sequence
@@ -30,13 +24,13 @@ from ..models.mar import MAR, patchify, unpatchify
 from ..models.mar_release import load_kl16, load_mar
 from ..models.shapes import CLASS_NAMES
 from ..samplers.common import KnownTokens
-from ..samplers.mar.diffusion import diffusion_schedule
 from ..samplers.mar.defaults import CFG, CFG_SCHEDULE, DIFFUSION_STEPS, NUM_ITER, TEMPERATURE
+from ..samplers.mar.diffusion import diffusion_schedule
 from ..samplers.mar.noise import SeededMARNoise
 from ..samplers.mar.sample import sample_mar
 from ..samplers.pixels import pixels_to_image
-from .shapes_accuracy import Accuracy, format_accuracy, learning_curve, score
-from .shapes_world import ShapesSample, generate, image_batch
+from .accuracy import Accuracy, format_accuracy, learning_curve, score
+from .world import ShapesSample, generate, image_batch
 
 INPAINT_SEED = 5 * 10**11  # world seeds of the inpainting cases start here (far from any training run's)
 

@@ -35,21 +35,22 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from flowar.models.flan_t5 import T5TextEncoder, load_t5_encoder
-from flowar.models.pixelflow import PixelFlowModel
-from flowar.models.pixelflow_release import load_pixelflow
-from flowar.models.rewards.shapes_count import ShapesCountReward
-from flowar.samplers.pixelflow.stage import StageProblem, StageSolver, euler_stage
-from flowar.samplers.flow_search.run import run_search
-from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
-from flowar.samplers.pixelflow.search import search_stage_solver
-from flowar.samplers.flow_search.settings import SearchSettings, search_plan
-from flowar.samplers.pixelflow.defaults import SEARCH_SEED_SALT
-from flowar.samplers.pixelflow.guidance import ClassCondition
-from flowar.samplers.pixelflow.schedule import CascadeSchedule, cascade_schedule
-from flowar.train.pixelflow_eval import STEPS_PER_STAGE, sample_cascade_images, sample_prompts
+from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
+from ..models.pixelflow import PixelFlowModel
+from ..models.pixelflow_release import load_pixelflow
+from ..models.rewards.shapes_count import ShapesCountReward
+from ..samplers.flow_search.noise import SeededFlowSearchNoise
+from ..samplers.flow_search.run import run_search
+from ..samplers.flow_search.settings import SearchSettings, search_plan
+from ..samplers.pixelflow.defaults import SEARCH_SEED_SALT
+from ..samplers.pixelflow.defaults import STEPS_PER_STAGE
+from ..samplers.pixelflow.guidance import ClassCondition
+from ..samplers.pixelflow.schedule import CascadeSchedule, cascade_schedule
+from ..samplers.pixelflow.search import search_stage_solver
+from ..samplers.pixelflow.stage import StageProblem, StageSolver, euler_stage
+from .pixelflow_eval import sample_cascade_images, sample_prompts
 
-from quality_report import quantise
+from .report import quantise
 
 BUILTIN = Path(__file__).resolve().parents[1] / "builtin"
 

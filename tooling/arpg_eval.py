@@ -16,17 +16,11 @@ Mask node's centre 0.5), outpainting regenerates the border ring one token wide 
 by the same measure (the completed image shows one class, the requested one), and the known tokens must come back
 unchanged.
 
-Run from the repository root: ``python -m train.arpg_eval builtin/arpg/shapes-c2i.pt --vq builtin/vq/shapes-vq.pt
+Run from the repository root: ``python -m flowar.tooling.arpg_eval builtin/arpg/shapes-c2i.pt --vq builtin/vq/shapes-vq.pt
 --samples 240 [--raster] [--edit 240]``; ``--curve`` takes the snapshots folder of a training run instead.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__" and __package__ == "train":  # python -m train.arpg_eval, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("arpg_eval")
-    raise SystemExit
 
 import argparse
 from collections.abc import Sequence
@@ -44,8 +38,8 @@ from ..samplers.arpg.decode import DecodeSettings, sample_arpg
 from ..samplers.arpg.noise import SeededARPGNoise
 from ..samplers.common import KnownTokens
 from ..samplers.pixels import pixels_to_image
-from .shapes_accuracy import Accuracy, format_accuracy, learning_curve, score
-from .shapes_world import ShapesSample, generate, image_batch
+from .accuracy import Accuracy, format_accuracy, learning_curve, score
+from .world import ShapesSample, generate, image_batch
 
 BUILTIN_STEPS = 16  # the built-in's default parallel step count: 4 of its 64 tokens per step
 PARALLEL = DecodeSettings(steps=BUILTIN_STEPS, guidance=2.0, temperature=0.7)  # the built-in's settings

@@ -5,18 +5,12 @@ the sampler node's defaults: Euler, 10 steps per stage, shift 1,
 cfg 4 with the official schedule (class models: the 4-stage ramp where the model has 4 stages, else the ``linear``
 ramp, since the official table has no entries for other stage counts; text models: constant), empty negative prompt.
 
-Run from the repository root: ``python -m train.pixelflow_eval builtin/pixelflow/shapes-c2i --samples 240`` (a
+Run from the repository root: ``python -m flowar.tooling.pixelflow_eval builtin/pixelflow/shapes-c2i --samples 240`` (a
 text-to-image model also takes ``--text-encoder builtin/text_encoders/shapes-t5``); ``--curve SNAPSHOTS`` evaluates
 every snapshot of a training run (accuracy against minutes).
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__" and __package__ == "train":  # python -m train.pixelflow_eval, from the repository root
-    from . import run_in_pack
-
-    run_in_pack("pixelflow_eval")
-    raise SystemExit
 
 import argparse
 from collections.abc import Sequence
@@ -30,14 +24,14 @@ from ..models.pixelflow import PixelFlowModel
 from ..models.pixelflow_release import load_pixelflow
 from ..models.shapes import CAPTIONS, CLASS_NAMES
 from ..samplers.pixelflow.cascade import sample_cascade
+from ..samplers.pixelflow.defaults import CFG, STEPS_PER_STAGE
 from ..samplers.pixelflow.noise import SeededPixelFlowNoise
 from ..samplers.pixelflow.stage import StageSolver, euler_stage
-from ..samplers.pixelflow.defaults import CFG, STEPS_PER_STAGE
 from ..samplers.pixelflow.guidance import OFFICIAL_CLASS_STAGE_WEIGHTS, ClassCondition, GuidedVelocity, \
     TextCondition, stage_guidance
 from ..samplers.pixelflow.schedule import CascadeSchedule, cascade_schedule
 from ..samplers.pixels import pixels_to_image
-from .shapes_accuracy import Accuracy, format_accuracy, learning_curve, score, score_counts
+from .accuracy import Accuracy, format_accuracy, learning_curve, score, score_counts
 
 SIZE = 32
 PROMPT_TOKENS = 16  # the tiny T5's tokenizer length (padding beyond it changes nothing: it is masked)

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from flowar.models.arpg import ARPGTransformer
-from flowar.models.arpg_release import load_arpg, load_vq
-from flowar.models.vq16 import VQModel
-from flowar.samplers.arpg.decode import DecodeSettings
-from flowar.train.arpg_eval import PARALLEL, RASTER, edit_input, sample_images
-from flowar.train.shapes_world import ShapesSample, image_batch
+from ..models.arpg import ARPGTransformer
+from ..models.arpg_release import load_arpg, load_vq
+from ..models.vq16 import VQModel
+from ..samplers.arpg.decode import DecodeSettings
+from .arpg_eval import PARALLEL, RASTER, edit_input, sample_images
+from .world import ShapesSample, image_batch
 
-from quality_report import quantise
+from .report import quantise
 
 BUILTIN = Path(__file__).resolve().parents[1] / "builtin"
 METHODS = {"parallel": PARALLEL, "raster": RASTER}

@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from flowar.models.kl16 import AutoencoderKL
-from flowar.models.mar import MAR
-from flowar.models.mar_release import load_kl16, load_mar
-from flowar.train.mar_eval import NUM_ITER, left_half_tokens, sample_images
-from flowar.train.shapes_world import ShapesSample, image_batch
+from ..models.kl16 import AutoencoderKL
+from ..models.mar import MAR
+from ..models.mar_release import load_kl16, load_mar
+from ..samplers.mar.defaults import NUM_ITER
+from .mar_eval import left_half_tokens, sample_images
+from .world import ShapesSample, image_batch
 
-from quality_report import quantise
+from .report import quantise
 
 BUILTIN = Path(__file__).resolve().parents[1] / "builtin"
 
