@@ -22,8 +22,8 @@ Each family lives in its own module ``quality_<family>.py`` with ``MODES`` (the 
 ``add_arguments(group)`` (options named for the family where they are its own), ``plan(args) -> jobs``
 (every sample, in the manifest's order), ``generate(args, jobs, out, label) -> records`` (draws and writes any slice
 of the jobs) and ``report(args, out, jobs, records) -> markdown`` (judges the written PNGs).
-``flowar.tooling.pixelflow_sampling`` explains how PixelFlow samples are drawn, counted and searched, and which search settings
-each NFE budget gets.
+``flowar.tooling.pixelflow_sampling`` explains how PixelFlow samples are drawn, counted and searched, and which search
+settings each NFE budget gets.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from flowar.samplers.pixelflow.defaults import CFG, STEPS_PER_STAGE
 from flowar.samplers.pixelflow.schedule import CascadeSchedule
 from flowar.tooling.accuracy import Accuracy, score, score_counts
 
-from flowar.tooling.pixelflow_sampling import SEARCH_METHODS, add_model_arguments, describe, final_budget, final_stage_sigma, \
-    load_encoder, load_model, plain_nfe, sample_caption, sample_class, search_settings
+from flowar.tooling.pixelflow_sampling import SEARCH_METHODS, add_model_arguments, describe, final_budget, \
+    final_stage_sigma, load_encoder, load_model, plain_nfe, sample_caption, sample_class, search_settings
 from flowar.tooling.report import SampleRecord, markdown_table, proportion, read_pngs, write_png
 
 Group = tuple[str, int]  # (method, multiplier): one row of a mode's table

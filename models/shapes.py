@@ -3,7 +3,7 @@ check generated images independently: 32x32 RGB on pure black, 1 to 4 filled obj
 3 shapes x 4 colours = 12 classes, captions such as ``"three blue squares"``.
 
 Run-time code: the analyser (:mod:`.shapes_analyser`) and the shape-count reward read these constants and parse
-captions; the world generator (``train/shapes_world.py``) draws with :func:`shape_mask`, so what is drawn and what
+captions; the world generator (``tooling/world.py``) draws with :func:`shape_mask`, so what is drawn and what
 is recognised come from one definition.
 """
 

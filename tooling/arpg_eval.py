@@ -8,7 +8,7 @@ found that a cooler temperature and a weaker guidance make whole shapes more oft
 about half the accuracy). :data:`RASTER` is the sequential baseline: one token per step in reading order, at its own
 best temperature (1; cooling a raster decode lowers its accuracy, as one early wrong token is never revisited).
 
-Class-to-image: as for PixelFlow (:func:`.shapes_accuracy.score`): correct when the analyser finds 1 to 4 objects,
+Class-to-image: as for PixelFlow (:func:`.accuracy.score`): correct when the analyser finds 1 to 4 objects,
 all of the requested shape and colour. Editing (zero-shot, :data:`EDITS`): held-out world images of the requested
 class with an object reaching into the centre 16x16 pixels; inpainting regenerates the centre 4x4 tokens (the Region
 Mask node's centre 0.5), outpainting regenerates the border ring one token wide around the kept centre 6x6 (border

@@ -1,7 +1,7 @@
 """Accuracy of the built-in tiny MAR on the shapes world, sampled with the pack's own MAR sampler at the sampler
 node's defaults (64 iterations, cfg 4 constant, temperature 1, 100 diffusion steps).
 
-Class-to-image: as for PixelFlow (:func:`.shapes_accuracy.score`): correct when the analyser finds 1 to 4 objects,
+Class-to-image: as for PixelFlow (:func:`.accuracy.score`): correct when the analyser finds 1 to 4 objects,
 all of the requested shape and colour. Inpainting: world images of the requested class whose left half holds an
 object; the left half's tokens are kept and the rest is generated with the image's class; correct by the same
 measure (the completed image shows one class, the requested one).

@@ -1,6 +1,6 @@
 """Accuracy of the built-in PixelFlow models on the shapes world, sampled with the pack's own cascade sampler.
 
-The measures are :mod:`.shapes_accuracy`'s (class accuracy, and count accuracy for text-to-image). Sampling uses
+The measures are :mod:`.accuracy`'s (class accuracy, and count accuracy for text-to-image). Sampling uses
 the sampler node's defaults: Euler, 10 steps per stage, shift 1,
 cfg 4 with the official schedule (class models: the 4-stage ramp where the model has 4 stages, else the ``linear``
 ramp, since the official table has no entries for other stage counts; text models: constant), empty negative prompt.

@@ -162,7 +162,8 @@ def sample_cascade(
     return x
 
 
-def _enter_stage(x: Tensor, stage: int, schedule: CascadeSchedule, noise: PixelFlowNoise, trace: Trace | None) -> Tensor:
+def _enter_stage(x: Tensor, stage: int, schedule: CascadeSchedule, noise: PixelFlowNoise, trace: Trace | None
+                 ) -> Tensor:
     """Nearest 2x upsample, then ``alpha x + beta block_noise`` (the stage transition)."""
     upsampled = F.interpolate(x, scale_factor=2, mode="nearest")  # (B, C, 2H, 2W)
     block = noise.block(stage, tuple(upsampled.shape)).to(x.device)
