@@ -264,29 +264,30 @@ class FlowARARPGSampler:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
+        defaults = DecodeSettings()  # the sampler's defaults, the official ``generate`` arguments
         return {
             "required": {
                 "model": ("ARPG_MODEL", {"tooltip": "From the ARPG Loader."}),
                 "vq": ("VQ_TOKENIZER", {"tooltip": "From the VQ Tokenizer Loader (vq_ds16_c2i.pt)."}),
                 "seed": seed_input("Same seed, same images (order and tokens are drawn on the CPU)."),
-                "steps": ("INT", {"default": 64, "min": 1, "max": 4096,
+                "steps": ("INT", {"default": defaults.steps, "min": 1, "max": 4096,
                                   "tooltip": "Decoding steps (64 in the paper; 32 also works). Editing a few tokens uses "
                                              "at most one step per token; ignored by the raster schedule."}),
                 "schedule": (list(DECODE_SCHEDULES), {
-                    "default": "arccos",
+                    "default": defaults.schedule,
                     "tooltip": "Tokens per step: arccos or cosine (few tokens early, many late), or raster: one "
                                "token per step in reading order (the slow sequential baseline)."}),
-                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                "cfg": ("FLOAT", {"default": defaults.guidance, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Guidance scale (released models: 4.5-7.5); 1 turns guidance off."}),
                 "cfg_schedule": (list(CFG_SCHEDULES), {
-                    "default": "linear",
+                    "default": defaults.cfg_schedule,
                     "tooltip": "linear: from 1 up to cfg as tokens are decided (official default); constant: cfg "
                                "at every step."}),
-                "temperature": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.01,
+                "temperature": ("FLOAT", {"default": defaults.temperature, "min": 0.0, "max": 5.0, "step": 0.01,
                                           "tooltip": "Softmax temperature (1 = official)."}),
-                "top_k": ("INT", {"default": 0, "min": 0, "max": 65536,
+                "top_k": ("INT", {"default": defaults.top_k, "min": 0, "max": 65536,
                                   "tooltip": "Keep only the k most likely tokens (0 = off, the official setting)."}),
-                "top_p": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                "top_p": ("FLOAT", {"default": defaults.top_p, "min": 0.01, "max": 1.0, "step": 0.01,
                                     "tooltip": "Nucleus sampling: keep the most likely tokens up to this probability "
                                                "mass (1 = off, the official setting)."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images per run."}),
