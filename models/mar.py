@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from ..kernels.attention import attention
@@ -70,17 +71,13 @@ class MARConfig:
 
 def patchify(latents: Tensor, patch_size: int) -> Tensor:
     """VAE latents (B, c, H, W) -> tokens (B, H/p * W/p, c*p*p), raster order, channel order (c, p, q)."""
-    batch, channels, height, width = latents.shape
-    p = patch_size
-    x = latents.reshape(batch, channels, height // p, p, width // p, p)
-    return torch.einsum("nchpwq->nhwcpq", x).reshape(batch, (height // p) * (width // p), channels * p * p)
+    return rearrange(latents, "b c (h p) (w q) -> b (h w) (c p q)", p=patch_size, q=patch_size)
 
 
 def unpatchify(tokens: Tensor, grid: int, channels: int, patch_size: int) -> Tensor:
     """Tokens (B, grid*grid, c*p*p) -> VAE latents (B, c, grid*p, grid*p); the inverse of :func:`patchify`."""
     p = patch_size
-    x = tokens.reshape(tokens.shape[0], grid, grid, channels, p, p)
-    return torch.einsum("nhwcpq->nchpwq", x).reshape(tokens.shape[0], channels, grid * p, grid * p)
+    return rearrange(tokens, "b (h w) (c p q) -> b c (h p) (w q)", h=grid, w=grid, c=channels, p=p, q=p)
 
 
 class Attention(nn.Module):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from ..kernels.attention import attention, padding_bias
@@ -205,7 +206,7 @@ class PixelFlowModel(ReleasedModel):
         """pixels (B, C, H, W) in [-1, 1], timestep (B,) on the 0..999 scale, latent_size [1] or [B] = W / patch,
         pos_embed [N, head_dim, 2]; c2i: class_labels (B,) (``num_classes`` = unconditional); t2i: context
         (B, L, Ctxt) with context_mask (B, L) 1 = token, 0 = padding. Returns the velocity (B, C, H, W)."""
-        batch, _, height, width = pixels.shape
+        _, _, height, width = pixels.shape
         p, channels = self.config.patch_size, self.config.out_channels
         dtype = self.activation_dtype
         x = self.patch_embed(pixels.to(dtype))  # (B, N, D)
@@ -216,5 +217,4 @@ class PixelFlowModel(ReleasedModel):
             x = block(x, cond, pos_embed, context, bias)
         shift, scale = self.proj_out_1(F.silu(cond))[:, None, :].chunk(2, dim=-1)  # (B, 1, D) each
         y = self.proj_out_2(self.norm_out(x) * (1 + scale) + shift)  # (B, N, p*p*C)
-        y = y.reshape(batch, height // p, width // p, p, p, channels)
-        return torch.einsum("nhwpqc->nchpwq", y).reshape(batch, channels, height, width)
+        return rearrange(y, "b (h w) (p q c) -> b c (h p) (w q)", h=height // p, w=width // p, p=p, q=p, c=channels)
