@@ -11,6 +11,8 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "comfyui: needs a real ComfyUI (COMFYUI_DIR and COMFYUI_PYTHON)")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
+    config.addinivalue_line("markers", "slow: takes seconds to minutes (training, the demo, benchmark runs, end-to-end "
+                                       "sampling); the quick tier is -m 'not slow'")
 
 
 @pytest.fixture

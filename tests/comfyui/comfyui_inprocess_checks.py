@@ -1,6 +1,6 @@
 """Checks of the runtime bridge inside a real ComfyUI, run by ``test_comfyui_real.py`` with ComfyUI's Python.
 
-Usage: ``$COMFYUI_PYTHON tests/comfyui_inprocess_checks.py`` with ``COMFYUI_DIR`` set. Prints one line per check
+Usage: ``$COMFYUI_PYTHON tests/comfyui/comfyui_inprocess_checks.py`` with ``COMFYUI_DIR`` set. Prints one line per check
 and exits non-zero on the first failure. Not collected by pytest (it needs ``comfy`` importable).
 """
 
@@ -13,8 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, os.environ["COMFYUI_DIR"])
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TESTS_DIR = REPO_ROOT / "tests"
+sys.path.insert(0, os.environ["COMFYUI_DIR"])  # ComfyUI's own modules (comfy, folder_paths, ...)
 from comfy.cli_args import args  # noqa: E402
 
 args.cpu = True  # before comfy.model_management is imported
@@ -27,7 +28,8 @@ import folder_paths  # noqa: E402
 import torch  # noqa: E402
 
 
-def load_pack():
+def load_as_custom_node():
+    """The pack loaded as ComfyUI loads a custom node: its ``__init__.py`` by file path, under a name of its own."""
     spec = importlib.util.spec_from_file_location(
         "flowar_in_comfy", REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
     )
@@ -37,6 +39,19 @@ def load_pack():
     return module
 
 
+def load_test_support():
+    """The tests' builder package ``tests/support`` registered as ``support`` by file path (as pytest's
+    ``pythonpath = ["tests"]`` provides it), without putting the tests folder on ``sys.path``."""
+    if "support" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "support", TESTS_DIR / "support" / "__init__.py", submodule_search_locations=[str(TESTS_DIR / "support")]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["support"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["support"]
+
+
 def check(name: str, condition: bool, detail: object = "") -> None:
     print(("ok   " if condition else "FAIL ") + name + (f": {detail}" if detail and not condition else ""))
     if not condition:
@@ -44,7 +59,7 @@ def check(name: str, condition: bool, detail: object = "") -> None:
 
 
 def main() -> None:
-    pack = load_pack()
+    pack = load_as_custom_node()
     runtime = sys.modules["flowar_in_comfy.nodes.runtime"]
     check("bridge sees ComfyUI", runtime.host.AVAILABLE)
     check("nodes registered", "FlowARImageNetClass" in pack.NODE_CLASS_MAPPINGS)
@@ -396,7 +411,7 @@ def check_flow_search_sampler(pack) -> None:
 
 def check_reward_nodes(pack) -> None:
     """A tiny CLIP folder in the official layout through the CLIP-score loader and Reward node inside ComfyUI."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    load_test_support()
     from support.rewards import write_clip_folder
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,7 +46,7 @@ def test_pack_loads_in_a_real_server_and_runs_its_workflows(tmp_path: Path) -> N
 
 
 def test_runtime_bridge_inside_comfyui() -> None:
-    script = REPO_ROOT / "tests" / "comfyui_inprocess_checks.py"
+    script = Path(__file__).with_name("comfyui_inprocess_checks.py")
     result = subprocess.run([COMFYUI_PYTHON, str(script)], capture_output=True, text=True, timeout=600,
                             cwd=COMFYUI_DIR, env={**os.environ, "COMFYUI_DIR": COMFYUI_DIR})
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]

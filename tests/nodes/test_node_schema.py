@@ -2,7 +2,7 @@
 
 Saved workflows store widget values by position, so a renamed, removed, reordered or retyped input (or a new
 required one) breaks every workflow using the node. After an allowed change (a new node, an appended optional
-input or output) record it with ``FLOWAR_UPDATE_SNAPSHOT=1 python -m pytest tests/test_node_schema.py``.
+input or output) record it with ``FLOWAR_UPDATE_SNAPSHOT=1 python -m pytest tests/nodes/test_node_schema.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.schema import contract, pack_object_info
 
-SNAPSHOT = Path(__file__).parent / "node_schema_snapshot.json"
+SNAPSHOT = Path(__file__).parents[1] / "node_schema_snapshot.json"  # tests/, as nodes/__init__.py says
 
 
 def breaking_changes(old: dict, new: dict) -> list[str]:

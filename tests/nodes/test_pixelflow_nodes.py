@@ -8,49 +8,18 @@ import pytest
 import torch
 from support.checkpoints import write_pixelflow
 from support.t5 import write_t5_encoder_file, write_t5_folder, write_t5_tokenizer
+from support.tiny_pixelflow import C2I, T2I, TINY, load, sample, tiny_state_dict, write_tiny
 
 from flowar.models.checkpoint import CheckpointError
-from flowar.models.pixelflow import PixelFlowConfig, PixelFlowModel
 from flowar.models.pixelflow_release import PRESETS, load_pixelflow
 from flowar.nodes.pixelflow import (
     FlowARFlanT5Loader,
     FlowARPixelFlowLoader,
-    FlowARPixelFlowSampler,
     FlowARPixelFlowTextEncode,
     parse_stage_steps,
 )
 from flowar.nodes.runtime.folders import ModelFileNotFound
 from flowar.samplers.pixelflow.guidance import TextCondition
-
-TINY = {"num_attention_heads": 2, "attention_head_dim": 8, "depth": 1, "patch_size": 2}
-C2I = {**TINY, "num_classes": 10}
-T2I = {**TINY, "cross_attention_dim": 12}
-SAMPLER_DEFAULTS = {"seed": 3, "steps": 2, "cfg": 3.0, "cfg_schedule": "official", "shift": 1.0, "solver": "euler",
-                    "size": 16, "batch_size": 2, "class_index": 4}
-
-
-def tiny_state_dict(params: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    model = PixelFlowModel(PixelFlowConfig(**params))
-    for parameter in model.parameters():  # the official init zeroes the output layers; make every layer count
-        torch.nn.init.normal_(parameter, std=0.2)
-    return model.state_dict()
-
-
-def write_tiny(models_dir: Path, name: str, params: dict, *, stages: int = 4) -> str:
-    path = write_pixelflow(models_dir / "pixelflow" / name, tiny_state_dict(params), params)
-    config = path.parent / "config.yaml"
-    config.write_text(config.read_text() + f"scheduler:\n  num_train_timesteps: 1000\n  num_stages: {stages}\n")
-    return f"{name}/model.pt"
-
-
-def load(name: str, dtype: str = "fp32"):
-    return FlowARPixelFlowLoader().load(name, dtype)[0]
-
-
-def sample(model, **overrides) -> torch.Tensor:
-    return FlowARPixelFlowSampler().sample(model, **{**SAMPLER_DEFAULTS, **overrides})[0]
-
 
 def text_condition(width: int, length: int = 5) -> TextCondition:
     generator = torch.Generator().manual_seed(1)
@@ -95,6 +64,7 @@ def test_t2i_sampler_needs_conditioning_and_uses_it(models_dir: Path) -> None:
         sample(model, conditioning=text_condition(7))
 
 
+@pytest.mark.slow
 def test_sampler_options_run(models_dir: Path) -> None:
     model = load(write_tiny(models_dir, "tiny_c2i", C2I))
     for options in ({"solver": "dopri5", "batch_size": 1}, {"stage_steps": "1,2,3,1"}, {"cfg": 0.0},

@@ -1,6 +1,6 @@
 """Flow-search glue without ComfyUI: refusals, the sampler function on a k-diffusion-style model, trace text.
 
-The real SamplerCustomAdvanced run is in the real-ComfyUI tier (tests/comfyui_inprocess_checks.py).
+The real SamplerCustomAdvanced run is in the real-ComfyUI tier (tests/comfyui/comfyui_inprocess_checks.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A fixture root holds one folder per family; a case is any folder below it holding ``cases.safetensors``
 (with its ``config.json`` and ``CASES.md``). Tests derive every length, shape and name from these files, so
-they pass on any fixture set made the same way.
+they pass on any fixture set made the same way. A family missing from the set is a skip on a developer's machine
+and an error whenever ``FLOWAR_FIXTURES`` or ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -60,9 +61,20 @@ def discover_cases(family: str) -> list[FixtureCase]:
     return [FixtureCase(family, found.parent) for found in sorted(family_root.rglob(CASE_FILE))]
 
 
+def fixtures_required() -> bool:
+    """Whether missing fixtures are an error: ``FLOWAR_FIXTURES`` or ``CI`` is set (to anything but empty)."""
+    return bool(os.environ.get("FLOWAR_FIXTURES") or os.environ.get("CI"))
+
+
 def case_params(family: str) -> list:
-    """``pytest.param`` per case, named ``<family>/<case>``; a single skip when the fixture set lacks the family."""
+    """``pytest.param`` per case, named ``<family>/<case>``. When the fixture set lacks the family: a collection
+    error naming the root and the family if ``fixtures_required()`` (CI, or a fixture root given explicitly),
+    else a single skip (a developer without ``../shared``)."""
     cases = discover_cases(family)
     if not cases:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {family} fixtures under {fixtures_root()}"))]
+        message = f"no {family} fixtures under {fixtures_root()}"
+        if fixtures_required():
+            pytest.fail(f"{message} (FLOWAR_FIXTURES or CI is set, so missing parity fixtures are an error)",
+                        pytrace=False)
+        return [pytest.param(None, marks=pytest.mark.skip(reason=message))]
     return [pytest.param(case, id=case.name) for case in cases]

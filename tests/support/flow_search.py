@@ -4,7 +4,6 @@ reward, and replayed draws."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -19,36 +19,16 @@ from flowar.models.shapes import CLASS_NAMES
 from flowar.models.vq16 import VQModel
 from flowar.nodes.arpg import FlowARARPGLoader, FlowARARPGSampler, FlowARVQTokenizerLoader
 from flowar.nodes.masks import FlowARRegionMask
-from flowar.train import arpg_eval
-from flowar.train.arpg_c2i import SHAPES_ARPG, build_arpg, c2i_loss, save_arpg
+from flowar.tooling import arpg_eval
+from flowar.train.arpg_c2i import SHAPES_ARPG, build_arpg, c2i_loss
 from flowar.train.arpg_objective import condition_ids, random_orders, teacher_forced_logits
 from flowar.train.arpg_vq import DEAD_AFTER, SHAPES_VQ, CodeUsage, build_vq, conditional_entropy, save_vq, vq_loss
-from flowar.train.loop import TrainSettings, train_modules
+from flowar.train.loop import train_modules
 from support.arpg import sampler_inputs
 from support.fixtures import REPO_ROOT
+from support.micro_arpg import MICRO_ARPG, MICRO_VQ, QUICK, micro_vq, micro_vq_modules, write_micro_arpg
 
 WORKFLOWS = REPO_ROOT / "workflows"
-
-MICRO_VQ = replace(SHAPES_VQ, codebook_size=32, z_channels=32, ch_mult=(1, 1, 1))  # 32 px -> 8x8 tokens
-MICRO_ARPG = replace(SHAPES_ARPG, dim=32, n_layer=2, n_head=2, vocab_size=32)
-QUICK = TrainSettings(batch_size=8, lr=3e-3, warmup_steps=5, log_every=1)
-
-
-def micro_vq_modules() -> torch.nn.ModuleDict:
-    return torch.nn.ModuleDict({"vq": VQModel(MICRO_VQ), "usage": CodeUsage(MICRO_VQ.codebook_size)})
-
-
-def micro_vq() -> VQModel:
-    return train_modules(micro_vq_modules, vq_loss, seed=0, steps=2, settings=QUICK, log=lambda _: None).ema["vq"]
-
-
-def write_micro_arpg(folder: Path) -> tuple[Path, Path]:
-    """A micro tokenizer and ARPG trained two steps, saved as the scripts save them: (ARPG, tokenizer)."""
-    vq = micro_vq()
-    result = train_modules(lambda: build_arpg(MICRO_ARPG), c2i_loss(vq), seed=0, steps=2, settings=QUICK,
-                           log=lambda _: None)
-    vq_path = save_vq(vq, folder / "vq" / "micro-vq.pt", {"steps": 2})
-    return save_arpg(result.ema["arpg"], folder / "arpg" / "micro-c2i.pt", {"steps": 2}), vq_path
 
 
 def test_orders_are_permutations_and_a_tenth_of_the_classes_drop_to_the_null_class() -> None:
@@ -108,6 +88,7 @@ def test_code_entropy_given_the_patch_is_0_for_a_function_of_it_and_log_k_for_a_
     assert conditional_entropy(split, patches) == pytest.approx(math.log(4), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_tokenizer_and_arpg_losses_are_seeded_and_fall() -> None:
     first = train_modules(build_vq, vq_loss, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses
     assert first == train_modules(build_vq, vq_loss, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses
@@ -167,6 +148,7 @@ def test_evaluation_settings_are_those_of_the_built_in_workflows() -> None:
     assert arpg_eval.RASTER == replace(parallel, schedule="raster", temperature=1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["arpg_vq", "arpg_c2i"])
 def test_training_scripts_run_from_the_repository_root(script: str, tmp_path: Path) -> None:
     extra = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,33 +18,14 @@ from flowar.models.shapes import CLASS_NAMES
 from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoader
 from flowar.nodes.masks import FlowARRegionMask
 from flowar.samplers.mar.diffusion import diffusion_schedule, p_sample, predicted_gaussian
-from flowar.train import mar_eval
-from flowar.train.loop import TrainSettings, train_modules, world_batch
+from flowar.tooling import mar_eval
+from flowar.train.loop import train_modules, world_batch
 from flowar.train.mar_c2i import SHAPES_MAR, build_mar, c2i_loss, save_mar
 from flowar.train.mar_objective import gaussian_nll, masked_count, normal_kl, random_mask
 from flowar.train.mar_vae import (DECODER_NOISE, SHAPES_KL, build_vae, noised_latent, normalise_latent_scale,
                                   reconstruct, save_vae, vae_loss)
 from support.fixtures import REPO_ROOT
-
-MICRO_KL = replace(SHAPES_KL, embed_dim=4, ch_mult=(1, 1, 1))  # 32 px -> 8x8 tokens, as the shipped one
-MICRO_MAR = replace(SHAPES_MAR, encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2, decoder_embed_dim=32,
-                    decoder_depth=1, decoder_num_heads=2, diffloss_d=1, diffloss_w=32, vae_embed_dim=4, buffer_size=2)
-QUICK = TrainSettings(batch_size=8, lr=3e-3, warmup_steps=5, log_every=1)
-
-
-def micro_vae() -> AutoencoderKL:
-    return train_modules(lambda: torch.nn.ModuleDict({"vae": AutoencoderKL(MICRO_KL)}), vae_loss, seed=0, steps=2,
-                         settings=QUICK, log=lambda _: None).ema["vae"]
-
-
-def write_micro_mar(folder: Path) -> tuple[Path, Path]:
-    """A micro VAE and MAR trained two steps, saved as the scripts save them: (MAR checkpoint, VAE checkpoint)."""
-    vae = micro_vae()
-    result = train_modules(lambda: build_mar(MICRO_MAR), c2i_loss(vae), seed=0, steps=2, settings=QUICK,
-                           log=lambda _: None)
-    vae_path = save_vae(vae, folder / "vq" / "micro-kl.ckpt", {"steps": 2})
-    mar_path = save_mar(result.ema["mar"], result.raw["mar"], folder / "mar" / "micro-c2i.pth", {"steps": 2})
-    return mar_path, vae_path
+from support.micro_mar import MICRO_KL, MICRO_MAR, QUICK, micro_vae, write_micro_mar
 
 
 def test_masked_counts_cover_every_count_the_sampler_visits_and_masks_follow_random_orders() -> None:
@@ -119,6 +99,7 @@ def test_decoder_noise_is_per_image_seeded_and_measured_against_the_latent_sprea
     assert torch.allclose(scaled, 10 * noise, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_vae_and_mar_losses_are_seeded_and_fall() -> None:
     first = train_modules(build_vae, vae_loss, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses
     assert first == train_modules(build_vae, vae_loss, seed=0, steps=1, settings=QUICK, log=lambda _: None).losses
@@ -171,6 +152,7 @@ def test_reconstruction_is_quantised_and_reported_per_image() -> None:
     assert rebuilt.shape == images.shape and torch.equal(rebuilt, (rebuilt * 255).round() / 255)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, extra", [("mar_vae", []), ("mar_c2i", ["--vae"])])
 def test_training_scripts_run_from_the_repository_root(script: str, extra: list[str], tmp_path: Path) -> None:
     if extra:  # an untrained VAE of the shipped shape: the script checks nothing of its quality
@@ -183,6 +165,7 @@ def test_training_scripts_run_from_the_repository_root(script: str, extra: list[
     assert out.is_file() and out.with_suffix(".json").is_file()
 
 
+@pytest.mark.slow
 def test_learning_curve_evaluates_every_snapshot_of_a_run(tmp_path: Path) -> None:
     vae = micro_vae()
     result = train_modules(lambda: build_mar(MICRO_MAR), c2i_loss(vae), seed=0, steps=2, settings=QUICK,

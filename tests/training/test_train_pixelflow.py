@@ -121,6 +121,7 @@ def test_accuracy_counts_true_world_images_and_rejects_wrong_classes() -> None:
     assert score(torch.zeros(2, 32, 32, 3), labels[:2]).correct == 0  # no object is no correct sample
 
 
+@pytest.mark.slow
 def test_training_script_runs_from_the_repository_root(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "flowar.train.pixelflow_c2i", "--out", str(tmp_path), "--steps", "2",
                              "--batch-size", "4"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

@@ -103,6 +103,7 @@ def test_count_scoring_accepts_true_captions_and_rejects_wrong_ones(micro_t2i) -
     assert accuracy.total == 5 and [t for _, t in accuracy.per_shape.values()] == [5, 0, 0]  # captions 0..4: circles
 
 
+@pytest.mark.slow
 def test_training_script_runs_from_the_repository_root(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "flowar.train.pixelflow_t2i", "--out", str(tmp_path / "pf"),
                              "--text-encoder-out", str(tmp_path / "t5"), "--steps", "2", "--batch-size", "4"],

@@ -11,16 +11,14 @@ import re
 
 import pytest
 import torch
-from test_arpg_model import cases, close, fixture_arpg, is_arpg, tolerances
+from support.arpg_fixtures import cases, close, fixture_arpg, is_arpg, tolerances
 
 from flowar.models.arpg import ARPGConfig, ARPGTransformer
 from flowar.samplers.arpg.decode import DecodeSettings, sample_arpg
 from flowar.samplers.arpg.logits import filter_logits, official_top_p_filter
 from flowar.samplers.arpg.noise import SeededARPGNoise, sample_tokens
 from flowar.samplers.arpg.schedule import guidance_scale, tokens_per_step
-from flowar.samplers.common import KnownTokens
-from flowar.samplers.common import Trace
-from flowar.samplers.common import Trace
+from flowar.samplers.common import KnownTokens, Trace
 
 CPU = torch.device("cpu")
 RUN_INPUTS = ("condition", "order_uniform", "u_cdf_mid")  # what the test feeds, not what it checks

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_pixelflow_sampler import cascade_cases, run_fixture_cascade
+from support.pixelflow_fixtures import cascade_cases, run_fixture_cascade
+from support.tiny_pixelflow import C2I, load, sample, write_tiny
 
 from flowar.samplers.flow_search.grid import exp_grid, uniform_times
 from flowar.samplers.flow_search.noise import SeededFlowSearchNoise
@@ -133,8 +134,6 @@ def test_flow_search_pixelflow_one_ode_particle_is_plain_euler_on_its_grid(case)
 
 
 def test_flow_search_pixelflow_sampler_node_searches_with_a_connected_reward(models_dir) -> None:
-    from test_pixelflow_nodes import C2I, load, sample, write_tiny
-
     seen = []
 
     def brightness(images: torch.Tensor) -> torch.Tensor:

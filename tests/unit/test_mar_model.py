@@ -10,11 +10,12 @@ import re
 import pytest
 import torch
 from support.fixtures import REPO_ROOT, case_params
+from support.mar_fixtures import fixture_mar, within
 
 from flowar.models.checkpoint import load_checkpoint
 from flowar.models.kl16 import AutoencoderKL, KL16Config
 from flowar.models.mar import MAR, MARConfig
-from flowar.models.mar_release import RELEASED_HEADS, load_kl16, mar_config_from_weights
+from flowar.models.mar_release import RELEASED_HEADS, load_kl16
 from flowar.samplers.mar.diffusion import cosine_betas, diffusion_schedule, guided_output, p_sample
 
 KEY_FILE = REPO_ROOT.parent / "shared" / "research" / "keys" / "mar_released.md"
@@ -31,22 +32,6 @@ def mar_cases() -> list:
 
 def vae_cases() -> list:
     return cases_with("latent_scale")
-
-
-def fixture_mar(case) -> MAR:
-    """The checkpoint's default entry (must be ``model_ema``: the fixtures' ``model`` differs), sized from its
-    weights, heads from the case's constructor arguments (a sidecar's role; the fixture folder has none)."""
-    state_dict = load_checkpoint(case.path / case.config["checkpoint"]["file"], "mar")
-    model = MAR(mar_config_from_weights(state_dict, case.config["constructor"])).eval()
-    model.load_state_dict(state_dict, strict=True)
-    return model
-
-
-def within(actual: torch.Tensor, expected: torch.Tensor, rel: float, msg: str) -> None:
-    """``max|a - b| <= rel * max(1, max|expected|)`` (the fixtures' rule for large sampled values)."""
-    bound = rel * max(1.0, expected.abs().max().item())
-    error = (actual.to(expected.dtype) - expected).abs().max().item()
-    assert error <= bound, f"{msg}: max error {error:.3g} > {bound:.3g}"
 
 
 # ------------------------------------------------------------------------------------------------ release keys

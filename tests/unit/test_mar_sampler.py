@@ -8,11 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 from support.fixtures import case_params
-from test_mar_model import fixture_mar, within
+from support.mar_fixtures import fixture_mar, within
 
 from flowar.models.mar import MAR, MARConfig, unpatchify
-from flowar.samplers.common import KnownTokens
-from flowar.samplers.common import Trace
+from flowar.samplers.common import KnownTokens, Trace
 from flowar.samplers.mar.diffusion import diffusion_schedule
 from flowar.samplers.mar.noise import SeededMARNoise
 from flowar.samplers.mar.sample import sample_mar

@@ -22,6 +22,7 @@ def test_pack_imports_without_comfyui_and_without_side_effects(tmp_path) -> None
         "assert 'comfy' not in sys.modules and 'folder_paths' not in sys.modules\n"
         "assert 'nodes' not in sys.modules, 'the pack must not shadow ComfyUI\\'s top-level nodes module'\n"
         "assert 'anyname.train' not in sys.modules, 'training code must stay out of the run-time imports'\n"
+        "assert 'anyname.tooling' not in sys.modules, 'the tooling must stay out of the run-time imports'\n"
         "assert set(os.listdir('.')) == before\n"
         "print(len(module.NODE_CLASS_MAPPINGS), module.WEB_DIRECTORY)\n"
     )

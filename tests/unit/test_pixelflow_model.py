@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from support.fixtures import REPO_ROOT, case_params
+from support.pixelflow_fixtures import fixture_model
 
-from flowar.models.checkpoint import load_checkpoint, state_dict_mismatch
+from flowar.models.checkpoint import state_dict_mismatch
 from flowar.models.pixelflow import PixelFlowConfig, PixelFlowModel
 
 KEY_LISTS = sorted((REPO_ROOT.parent / "shared" / "research" / "keys").glob("pixelflow_*.txt"))
@@ -42,13 +43,6 @@ def forward_groups(tensors: dict) -> list[str]:
     """Prefixes of every recorded single model call: a ``hidden_states`` input beside an ``output``."""
     return sorted(name[: -len(".output")] for name in tensors
                   if name.endswith(".output") and name[: -len("output")] + "hidden_states" in tensors)
-
-
-def fixture_model(case) -> PixelFlowModel:
-    config = PixelFlowConfig.from_params(case.config["model_params"])
-    model = PixelFlowModel(config).eval()
-    model.load_state_dict(load_checkpoint(case.path / case.config["checkpoint"]["file"], "pixelflow"), strict=True)
-    return model
 
 
 @pytest.mark.parametrize("case", case_params("pixelflow"))

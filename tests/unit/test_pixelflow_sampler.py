@@ -10,18 +10,17 @@ import re
 
 import pytest
 import torch
-from support.fixtures import case_params
-from test_pixelflow_model import fixture_model
+from support.pixelflow_fixtures import cascade_cases, cases_with, fixture_condition, fixture_model, run_fixture_cascade
 
 from flowar.kernels.block_noise import block_cholesky, correlate_blocks
 from flowar.kernels.rope import pixelflow_rope_table
 from flowar.samplers.common import Trace
 from flowar.samplers.pixelflow.cascade import check_size, entry_point, sample_cascade
 from flowar.samplers.pixelflow.dopri5 import dopri5
-from flowar.samplers.pixelflow.guidance import ClassCondition, GuidedVelocity, TextCondition, stage_guidance
+from flowar.samplers.pixelflow.guidance import GuidedVelocity, stage_guidance
 from flowar.samplers.pixelflow.noise import SeededPixelFlowNoise
 from flowar.samplers.pixelflow.schedule import DEFAULT_GAMMA, cascade_schedule
-from flowar.samplers.pixelflow.stage import STAGE_SOLVERS, StageProblem, StageSolver, dopri5_stage, euler_stage
+from flowar.samplers.pixelflow.stage import STAGE_SOLVERS, StageProblem, dopri5_stage, euler_stage
 from flowar.samplers.pixels import pixels_to_image
 
 STEP_RECORD = re.compile(r"^cascade\.s\d+\.k\d+\.")
@@ -36,16 +35,6 @@ def close(actual, expected, tol: dict[str, float], msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- scheduler tables
-
-def cases_with(setting: str) -> list:
-    """The PixelFlow cases whose ``config.json`` has ``setting`` (or the family's skip when there are none)."""
-    params = case_params("pixelflow")
-    return [param for param in params if param.values[0] is None or setting in param.values[0].config]
-
-
-def cascade_cases() -> list:
-    return cases_with("sampler_args")
-
 
 @pytest.mark.parametrize("case", cases_with("scheduler_configs"))
 def test_pixelflow_scheduler_tables_match_fixtures(case) -> None:
@@ -76,56 +65,6 @@ def test_pixelflow_scheduler_tables_match_fixtures(case) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- full cascades
-
-class RecordedNoise:
-    """Replays a fixture's recorded draws: the initial noise, then the block noise of each stage."""
-
-    def __init__(self, tensors: dict) -> None:
-        self.tensors = tensors
-
-    def gaussian(self, shape: tuple[int, ...]) -> torch.Tensor:
-        noise = self.tensors["cascade.initial_noise"]
-        assert tuple(noise.shape) == shape
-        return noise
-
-    def block(self, stage: int, shape: tuple[int, ...]) -> torch.Tensor:
-        noise = self.tensors[f"cascade.s{stage}.block_noise"]
-        assert tuple(noise.shape) == shape
-        return noise
-
-
-def fixture_condition(tensors: dict, batch: int) -> ClassCondition | TextCondition:
-    """The conditioning the official pipeline fed its CFG batch (unconditional rows first)."""
-    if "cascade.class_labels_cfg_batch" in tensors:
-        labels = tensors["cascade.class_labels_cfg_batch"].long()
-        return ClassCondition(labels[batch:], int(labels[0]))
-    context, mask = tensors["cascade.encoder_hidden_states_cfg_batch"], tensors["cascade.encoder_attention_mask_cfg_batch"]
-    return TextCondition(context[batch:], mask[batch:], context[:batch], mask[:batch])
-
-
-
-
-def run_fixture_cascade(case, solver: StageSolver = euler_stage, trace: Trace | None = None):
-    args, tensors = case.config["sampler_args"], case.tensors
-    model = fixture_model(case)
-    scheduler = case.config.get("scheduler", {})
-    schedule = cascade_schedule(scheduler.get("num_train_timesteps", 1000), scheduler.get("num_stages", 4),
-                                scheduler.get("gamma", DEFAULT_GAMMA))
-    steps = args["num_inference_steps"]
-    steps = steps if isinstance(steps, list) else [steps] * schedule.num_stages
-    batch = len(args["prompt"])
-    condition = fixture_condition(tensors, batch)
-    guidance = stage_guidance(args["guidance_scale"], schedule.num_stages, "official",
-                              class_conditional=isinstance(condition, ClassCondition))
-    config = model.config
-    velocity = GuidedVelocity(model, condition, guidance, patch_size=config.patch_size,
-                              head_dim=config.attention_head_dim, use_cfg=args["guidance_scale"] > 0, trace=trace)
-    with torch.no_grad():
-        final = sample_cascade(velocity, schedule, batch=batch, size=args["width"], steps=steps, shift=args["shift"],
-                               noise=RecordedNoise(tensors), solvers=[solver] * schedule.num_stages,
-                               device=torch.device("cpu"), channels=config.in_channels, trace=trace)
-    return final, schedule, steps, guidance
-
 
 @pytest.mark.parametrize("case", cascade_cases())
 def test_pixelflow_cascade_replays_fixture_run(case) -> None:
@@ -230,6 +169,7 @@ def tight_dopri5(problem: StageProblem) -> torch.Tensor:
     return dopri5_stage(problem, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", cascade_cases())
 def test_dopri5_cascade_matches_a_fine_step_reference(case) -> None:
     """Stated tolerance, against 800 Euler steps per stage on the same time map: at the official tolerances

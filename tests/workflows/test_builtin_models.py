@@ -53,6 +53,7 @@ def test_built_in_text_encoder_is_listed_and_loads_through_the_flan_t5_loader(na
     assert mask.sum() == 4 and torch.isfinite(hidden).all()
 
 
+@pytest.mark.slow
 def test_built_in_class_model_draws_its_classes_through_the_sampler_node(models_dir: Path) -> None:
     """A regression guard on the shipped weights and the whole node path (the accuracy itself is measured by
     ``bench/quality.py`` over 240 seeds): most of one image per class, seed 0, is judged right by the analyser."""
@@ -116,6 +117,7 @@ def test_built_in_arpg_is_listed_with_its_config_and_its_tokenizer_vocabulary() 
     assert model.config.vocab_size == vq.patcher.model.config.codebook_size
 
 
+@pytest.mark.slow
 def test_built_in_arpg_draws_its_classes_through_the_sampler_node(models_dir: Path) -> None:
     """A regression guard on the shipped weights and the node path (the accuracy itself is measured by
     ``bench/quality.py`` over 240 seeds): most of one image per class, seed 0, is judged right by the analyser."""

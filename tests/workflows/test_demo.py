@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 
 from support.fixtures import REPO_ROOT
-from test_quality_bench import micro_arpg_models, micro_mar_models, micro_models
+from support.micro_arpg import micro_arpg_models
+from support.micro_mar import micro_mar_models
+from support.micro_pixelflow import micro_models
 
 spec = importlib.util.spec_from_file_location("flowar_demo", REPO_ROOT / "demo.py")
 demo = importlib.util.module_from_spec(spec)
@@ -26,6 +28,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return micro_models(folder) + micro_mar_models(folder) + micro_arpg_models(folder)
 
 
+@pytest.mark.slow
 def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = demo.main(["--out", str(tmp_path), *models, "--seeds", "2", "--multiplier", "2"])

@@ -16,46 +16,27 @@ import torch
 from PIL import Image
 
 from flowar.models.flan_t5 import load_t5_encoder
-from flowar.models.pixelflow import PixelFlowConfig
 from flowar.models.rewards.shapes_count import ShapesCountReward
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES
 from flowar.nodes.arpg import FlowARARPGLoader, FlowARARPGSampler, FlowARVQTokenizerLoader
 from flowar.nodes.mar import FlowARMARLoader, FlowARMARSampler, FlowARMARVAELoader
 from flowar.nodes.masks import FlowARRegionMask
 from flowar.nodes.pixelflow import FlowARPixelFlowLoader, FlowARPixelFlowSampler
-from flowar.samplers.pixelflow.schedule import cascade_schedule
 from flowar.tooling import pixelflow_sampling
 from flowar.tooling.arpg_eval import PARALLEL, RASTER, edit_cases
 from flowar.tooling.mar_eval import inpaint_cases
 from flowar.tooling.pixelflow_eval import text_condition
 from flowar.tooling.report import proportion, quantise, wilson, write_png
-from flowar.train.loop import TrainSettings
-from flowar.train.pixelflow_c2i import c2i_task
-from flowar.train.pixelflow_t2i import save_text_encoder, t2i_task
-from flowar.train.pixelflow_training import save_release, train
 from support.arpg import sampler_inputs
 from support.bench import run_quality
+from support.micro_arpg import micro_arpg_models
+from support.micro_mar import micro_mar_models
+from support.micro_pixelflow import SCHEDULE, micro_models
 
-
-SCHEDULE = cascade_schedule(1000, 2)  # 16 -> 32 px, as the built-in t2i model
-MICRO = dict(num_attention_heads=2, attention_head_dim=8, depth=1, patch_size=2)
 METHODS = ("bon", "smc", "sop", "rbf")
 MULTIPLIERS = (1, 2)
 TINY = ["--per-class", "1", "--per-caption", "1", "--captions", "2", "--multipliers", "1,2",
         "--methods", ",".join(METHODS), "--workers", "1"]
-
-
-def micro_models(folder: Path) -> list[str]:
-    """Micro c2i and t2i PixelFlow models (2 stages) and a tiny T5, trained 2 steps; their bench/demo options."""
-    quick = TrainSettings(batch_size=4)
-    c2i = train(c2i_task(PixelFlowConfig(**MICRO, num_classes=12)), SCHEDULE, seed=0, steps=2, settings=quick,
-                log=lambda _: None)
-    t2i = train(t2i_task(PixelFlowConfig(**MICRO, cross_attention_dim=64, num_classes=0)), SCHEDULE, seed=0,
-                steps=2, settings=quick, log=lambda _: None)
-    c2i_weights = save_release(c2i.ema["pixelflow"], SCHEDULE, folder / "c2i", resolution=32, provenance={})
-    t2i_weights = save_release(t2i.ema["pixelflow"], SCHEDULE, folder / "t2i", resolution=32, provenance={})
-    save_text_encoder(t2i.ema["text_encoder"], folder / "t5")
-    return ["--c2i", str(c2i_weights), "--t2i", str(t2i_weights), "--text-encoder", str(folder / "t5")]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +50,7 @@ def first_run(models: list[str], tmp_path_factory: pytest.TempPathFactory) -> tu
     return out, run_quality(["--family", "pixelflow", "--out", str(out), *models, *TINY])
 
 
+@pytest.mark.slow
 def test_manifest_lists_every_sample_with_the_nfe_it_was_given(first_run: tuple[Path, str]) -> None:
     out, _ = first_run
     manifest = json.loads((out / "manifest.json").read_text())
@@ -91,6 +73,7 @@ def test_manifest_lists_every_sample_with_the_nfe_it_was_given(first_run: tuple[
     assert len({entry["file"] for entry in manifest}) == len(manifest)
 
 
+@pytest.mark.slow
 def test_summary_names_the_machine_and_every_row(first_run: tuple[Path, str]) -> None:
     out, summary = first_run
     assert (out / "summary.md").read_text() == summary
@@ -104,6 +87,7 @@ def test_summary_names_the_machine_and_every_row(first_run: tuple[Path, str]) ->
     assert summary.count("/2) |") == 1 + len(METHODS) * len(MULTIPLIERS)  # each t2i row's, over 2 samples
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_manifest_and_images(first_run: tuple[Path, str], models: list[str],
                                                        tmp_path: Path) -> None:
     """The same command again, its samples drawn by 2 worker processes: byte for byte what 1 process wrote."""
@@ -123,6 +107,7 @@ def tables_but_timings(summary: str) -> list[str]:
     return [line.rsplit("|", 2)[0] for line in summary.splitlines() if line.startswith("|")]
 
 
+@pytest.mark.slow
 def test_a_failing_worker_stops_the_run_with_its_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "model.safetensors"
     with pytest.raises(SystemExit, match=rf"(?s)worker [12]/2 failed \(exit status 1\):.*no PixelFlow model at "
@@ -132,6 +117,7 @@ def test_a_failing_worker_stops_the_run_with_its_error(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".shard-*"))
 
 
+@pytest.mark.slow
 def test_the_seed_reproduces_a_sample_through_the_sampler_node(first_run: tuple[Path, str], models: list[str],
                                                                models_dir: Path) -> None:
     """The manifest's seed, given to the PixelFlow Sampler node with batch 1 (and, for a search whose settings the
@@ -210,6 +196,7 @@ def test_png_holds_exactly_the_judged_image_and_intervals_are_wilson(tmp_path: P
     assert proportion(5, 10) == "50.0% [23.7%, 76.3%] (5/10)"
 
 
+@pytest.mark.slow
 def test_unknown_method_is_refused(models: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown method or mode beam"):
         run_quality(["--family", "pixelflow", "--out", str(tmp_path), *models, "--methods", "beam"])
@@ -218,14 +205,7 @@ def test_unknown_method_is_refused(models: list[str], tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- MAR
 
 
-def micro_mar_models(folder: Path) -> list[str]:
-    """A micro MAR and VAE trained two steps (``test_train_mar``); their bench/demo options."""
-    from test_train_mar import write_micro_mar
-
-    mar_path, vae_path = write_micro_mar(folder)
-    return ["--mar", str(mar_path), "--mar-vae", str(vae_path)]
-
-
+@pytest.mark.slow
 def test_mar_family_writes_c2i_and_inpainting_samples_the_node_reproduces(tmp_path: Path, models_dir: Path,
                                                                            request: pytest.FixtureRequest) -> None:
     options = micro_mar_models(models_dir)
@@ -257,6 +237,7 @@ def test_mar_family_writes_c2i_and_inpainting_samples_the_node_reproduces(tmp_pa
     assert_png_holds(out / manifest[13]["file"], image[0])
 
 
+@pytest.mark.slow
 def test_mar_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown MAR mode outpaint"):
         run_quality(["--family", "mar", "--out", str(tmp_path), "--modes", "outpaint"])
@@ -265,14 +246,7 @@ def test_mar_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- ARPG
 
 
-def micro_arpg_models(folder: Path) -> list[str]:
-    """A micro ARPG and VQ tokenizer trained two steps (``test_train_arpg``); their bench/demo options."""
-    from test_train_arpg import write_micro_arpg
-
-    arpg_path, vq_path = write_micro_arpg(folder)
-    return ["--arpg", str(arpg_path), "--arpg-vq", str(vq_path)]
-
-
+@pytest.mark.slow
 def test_arpg_family_writes_parallel_raster_and_editing_samples_the_node_reproduces(
         tmp_path: Path, models_dir: Path, request: pytest.FixtureRequest) -> None:
     options = micro_arpg_models(models_dir)
@@ -307,6 +281,7 @@ def test_arpg_family_writes_parallel_raster_and_editing_samples_the_node_reprodu
         assert_png_holds(out / manifest[index]["file"], image[0])
 
 
+@pytest.mark.slow
 def test_arpg_family_refuses_an_unknown_mode(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown ARPG mode t2i"):
         run_quality(["--family", "arpg", "--out", str(tmp_path), "--modes", "t2i"])
