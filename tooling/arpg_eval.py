@@ -16,8 +16,9 @@ Mask node's centre 0.5), outpainting regenerates the border ring one token wide 
 by the same measure (the completed image shows one class, the requested one), and the known tokens must come back
 unchanged.
 
-Run from the repository root: ``python -m flowar.tooling.arpg_eval builtin/arpg/shapes-c2i.pt --vq builtin/vq/shapes-vq.pt
---samples 240 [--raster] [--edit 240]``; ``--curve`` takes the snapshots folder of a training run instead.
+Run from the repository root: ``python -m flowar.tooling.arpg_eval builtin/arpg/shapes-c2i.pt
+--vq builtin/vq/shapes-vq.pt --samples 240 [--raster] [--edit 240]``; ``--curve`` takes the snapshots folder of a
+training run instead.
 """
 
 from __future__ import annotations

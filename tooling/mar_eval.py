@@ -6,8 +6,9 @@ all of the requested shape and colour. Inpainting: world images of the requested
 object; the left half's tokens are kept and the rest is generated with the image's class; correct by the same
 measure (the completed image shows one class, the requested one).
 
-Run from the repository root: ``python -m flowar.tooling.mar_eval builtin/mar/shapes-c2i.pth --vae builtin/vq/shapes-kl.ckpt
---samples 240 [--inpaint 240]``; ``--curve`` takes the snapshots folder of a training run instead.
+Run from the repository root: ``python -m flowar.tooling.mar_eval builtin/mar/shapes-c2i.pth
+--vae builtin/vq/shapes-kl.ckpt --samples 240 [--inpaint 240]``; ``--curve`` takes the snapshots folder of a training
+run instead.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ batched per stage instead of packed into one varlen sequence (the same loss with
 Per sample: a stage (the batch is split evenly over the stages in random order), an index ``i`` into that stage's
 ``num_train_timesteps`` table (the model's global timestep) and its local time ``t = i / N``; one noise ``n`` at the
 stage's resolution. The endpoints are the cascade's training states at local time 1 and 0
-(:func:`samplers.pixelflow.cascade.noised_entry`), ``x_t = t end + (1 - t) start`` and the target velocity is ``end - start``.
+(:func:`samplers.pixelflow.cascade.noised_entry`), ``x_t = t end + (1 - t) start`` and the target velocity is
+``end - start``.
 The loss is the mean squared error over every pixel of the batch, as the packed official batch weighs it.
 """
 

@@ -1,12 +1,12 @@
 """Train the built-in text-to-image PixelFlow on the shapes world's captions, with a tiny T5 encoder trained
 jointly and a word-level tokenizer, and save both in the official layouts.
 
-Run from the repository root: ``python -m flowar.train.pixelflow_t2i --out builtin/pixelflow/shapes-t2i --text-encoder-out
-builtin/text_encoders/shapes-t5 --steps 6000 --seed 0`` (options as the class-to-image script; ``--eval N`` prints
-the count accuracy of N samples). The transformer is saved as the class model is (``model.safetensors`` +
-``config.yaml``, ``cross_attention_dim`` = the T5 width); the encoder as a Hugging Face folder (``config.json``,
-``model.safetensors``, ``tokenizer.json``), which the pack's Flan-T5 loader loads with the code that loads
-Flan-T5-XL. Seeding and the loop: :mod:`.loop`.
+Run from the repository root: ``python -m flowar.train.pixelflow_t2i --out builtin/pixelflow/shapes-t2i
+--text-encoder-out builtin/text_encoders/shapes-t5 --steps 6000 --seed 0`` (options as the class-to-image script;
+``--eval N`` prints the count accuracy of N samples). The transformer is saved as the class model is
+(``model.safetensors`` + ``config.yaml``, ``cross_attention_dim`` = the T5 width); the encoder as a Hugging Face
+folder (``config.json``, ``model.safetensors``, ``tokenizer.json``), which the pack's Flan-T5 loader loads with the
+code that loads Flan-T5-XL. Seeding and the loop: :mod:`.loop`.
 
 Two stages (16 -> 32 px): the final stage then starts at a third of the way from noise, where the layout (how many
 objects, where) is still open, so a reward search run in it (the PixelFlow sampler searches its final stage) can

@@ -216,7 +216,8 @@ def run(model, labels=(1, 3), **options) -> tuple[torch.Tensor, Trace]:
     settings.update(options.pop("settings", {}))
     trace = Trace()
     tokens = sample_arpg(model, torch.tensor(labels), grid=grid, settings=DecodeSettings(**settings),
-                         draws=options.pop("draws", SeededARPGNoise(7)), device=CPU, known=known, trace=trace, **options)
+                         draws=options.pop("draws", SeededARPGNoise(7)), device=CPU, known=known, trace=trace,
+                         **options)
     return tokens, trace
 
 
@@ -303,7 +304,8 @@ def test_outpainting_on_a_larger_grid_than_trained() -> None:
     original = torch.randint(0, 16, (1, 5, 6), generator=torch.Generator().manual_seed(4))
     keep = torch.zeros(5, 6, dtype=torch.bool)
     keep[1:4, 1:5] = True  # the known image in the middle, a border to generate
-    tokens, trace = run(model, labels=(2,), known=KnownTokens.from_grid(original, keep), grid=(5, 6), settings={"steps": 6})
+    known = KnownTokens.from_grid(original, keep)
+    tokens, trace = run(model, labels=(2,), known=known, grid=(5, 6), settings={"steps": 6})
     assert tokens.shape == (1, 5, 6) and torch.equal(tokens[:, keep], original[:, keep])
     assert trace.values["orders"].max().item() <= 30 and trace.nfe == 6
 
@@ -329,7 +331,8 @@ def test_non_finite_logits_are_a_clear_error() -> None:
     ({"labels": (0, 5)}, "class index 5 is out of range: this model has classes 0..4"),
     ({"known": KnownTokens.from_grid(torch.zeros(2, 3, 3, dtype=torch.long), torch.ones(3, 3, dtype=torch.bool))},
      "do not fit a batch of 2 on a 4x4 token grid"),
-    ({"known": KnownTokens.from_grid(torch.full((2, 4, 4), 99), torch.eye(4, dtype=torch.bool))}, "codebook indices 0..15"),
+    ({"known": KnownTokens.from_grid(torch.full((2, 4, 4), 99), torch.eye(4, dtype=torch.bool))},
+     "codebook indices 0..15"),
     ({"known": KnownTokens.from_grid(torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(4, 4, dtype=torch.bool))},
      "every token position is already known"),
 ])

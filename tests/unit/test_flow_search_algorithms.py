@@ -220,7 +220,8 @@ def test_flow_search_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="reward must return a tensor of shape"):
         run_search(model, lambda x0: torch.zeros(1), SHAPE, settings, SeededFlowSearchNoise(0))
     with pytest.raises(FloatingPointError, match="NaN"):
-        run_search(model, lambda x0: torch.full((x0.shape[0],), float("nan")), SHAPE, settings, SeededFlowSearchNoise(0))
+        run_search(model, lambda x0: torch.full((x0.shape[0],), float("nan")), SHAPE, settings,
+                   SeededFlowSearchNoise(0))
 
 
 def test_flow_search_ode_finish_reaches_the_data_end() -> None:
@@ -234,9 +235,11 @@ def test_flow_search_ode_finish_reaches_the_data_end() -> None:
     for interpolant in ("linear", "vp"):
         common = dict(method="best_of_n", particles=1, sde=False, interpolant=interpolant, max_nfe=400)
         fine = SearchSettings(**common, steps=100, finish_steps=100)
-        finished = run_search(model, favour_component(model, 0), SHAPE, fine, SeededFlowSearchNoise(0), first_latent=z)
+        finished = run_search(model, favour_component(model, 0), SHAPE, fine, SeededFlowSearchNoise(0),
+                              first_latent=z)
         coarse = SearchSettings(**common, steps=10, finish="official")
-        official = run_search(model, favour_component(model, 0), SHAPE, coarse, SeededFlowSearchNoise(0), first_latent=z)
+        official = run_search(model, favour_component(model, 0), SHAPE, coarse, SeededFlowSearchNoise(0),
+                              first_latent=z)
         assert (finished.x0 - exact).abs().max() < 0.05, interpolant
         assert (official.x0 - exact).abs().max() > 0.2, interpolant
         assert finished.finish_nfe == 99 and official.finish_nfe == 0

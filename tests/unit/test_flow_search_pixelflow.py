@@ -81,7 +81,8 @@ def test_flow_search_pixelflow_reward_sees_images_and_search_picks_by_it() -> No
 def test_flow_search_pixelflow_refuses_other_stages_and_plain_velocities() -> None:
     problem, schedule = final_stage_problem(ConstantVelocity(torch.zeros(3, 4, 4)))
     settings = SearchSettings(**ONE_ODE_PARTICLE, max_nfe=20, steps=3)
-    solver = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule, SeededFlowSearchNoise(0))
+    solver = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule,
+                                 SeededFlowSearchNoise(0))
     earlier = StageProblem(0, problem.num_stages, problem.x, problem.t, problem.timesteps, problem.timestep_range,
                            problem.window_end, problem.velocity, problem.report)
     with pytest.raises(ValueError, match="final stage"):
@@ -119,7 +120,8 @@ def test_flow_search_pixelflow_one_ode_particle_is_plain_euler_on_its_grid(case)
     schedule = cascade_schedule(scheduler.get("num_train_timesteps", 1000), scheduler.get("num_stages", 4))
     last = schedule.num_stages - 1
     settings = SearchSettings(**ONE_ODE_PARTICLE, max_nfe=40, steps=3, finish_steps=3)
-    search = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule, SeededFlowSearchNoise(0))
+    search = search_stage_solver(settings, lambda images: images.mean(dim=(1, 2, 3)), schedule,
+                                 SeededFlowSearchNoise(0))
     matched = euler_on_the_search_grid(settings, schedule)
     plain = []
 
