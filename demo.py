@@ -4,9 +4,12 @@
 
 Rows of ``demo.png`` (images upscaled 4x, nearest):
 - PixelFlow class-to-image, every class with two seeds;
-- PixelFlow text-to-image for eight captions (plain sampling, 20 NFE), then the same captions searched in its final
-  stage with the shape-count reward by Best-of-N and by Rollover Budget Forcing at 8x the plain NFE (160 model calls
-  per image), the pack's own flow search as the PixelFlow sampler runs it; accuracies over 3 seeds per caption;
+- the counting search: eight count captions ("three blue circles", written above each column); the class-to-image
+  model conditioned on the caption's class draws one to four objects at random (plain, 40 NFE), then the shape-count
+  reward asks for the caption's count and Best-of-N and Rollover Budget Forcing search across the cascade at 8x the
+  plain NFE (320 model calls per image), as the PixelFlow sampler runs them; count accuracies over 2 seeds per
+  caption;
+- PixelFlow text-to-image for the same captions, plain and searched the same way (once its model is shipped);
 - MAR class-to-image, every class; then MAR inpainting: held-out world images of every class (left), their left
   half kept and the right half generated for the class;
 - ARPG class-to-image, every class, decoded in parallel (16 steps of 4 tokens) and in raster order (64 steps); then
@@ -32,10 +35,11 @@ from torch import Tensor
 from flowar.tooling import arpg_sampling as arpg
 from flowar.tooling import mar_sampling as mar
 from flowar.tooling import pixelflow_sampling as pixelflow
-from flowar.tooling.report import proportion, to_pil
+from flowar.tooling.report import caption_class, proportion, to_pil
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES
-from flowar.samplers.flow_search.settings import SearchSettings
+from flowar.samplers.pixelflow.schedule import CascadeSchedule
+from flowar.samplers.pixelflow.search import CascadeSearchSettings
 from flowar.tooling.accuracy import score, score_counts
 from flowar.tooling.arpg_eval import EDITS, edit_cases
 from flowar.tooling.mar_eval import inpaint_cases
@@ -111,22 +115,42 @@ def class_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[T
 
 
 def text_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[Tensor]]]:
+    """The text-to-image model on the shown captions, plain and searched by the shape-count reward."""
     model, schedule = pixelflow.load_model(args.t2i)
     encoder = pixelflow.load_encoder(args.text_encoder)
-    sigma_max, budget = pixelflow.final_stage_sigma(schedule), pixelflow.final_budget(schedule, args.multiplier)
+
+    def sample(caption: str, seed: int, settings: CascadeSearchSettings | None) -> tuple[Tensor, int]:
+        return pixelflow.sample_caption(model, encoder, schedule, caption, seed, settings)
+
+    return searched_rows(args, clock, schedule, "text -> image", sample)
+
+
+def count_rows(args: argparse.Namespace, clock: Clock) -> list[tuple[str, list[Tensor]]]:
+    """The counting experiment: the class-to-image model conditioned on each caption's class (it cannot be told a
+    count), plain and with the shape-count reward asking for the caption's count."""
+    model, schedule = pixelflow.load_model(args.c2i)
+
+    def sample(caption: str, seed: int, settings: CascadeSearchSettings | None) -> tuple[Tensor, int]:
+        return pixelflow.sample_count(model, schedule, caption_class(caption), caption, seed, settings)
+
+    return searched_rows(args, clock, schedule, "class -> image", sample)
+
+
+def searched_rows(args: argparse.Namespace, clock: Clock, schedule: CascadeSchedule, plain_label: str,
+                  sample: Callable[[str, int, CascadeSearchSettings | None], tuple[Tensor, int]]
+                  ) -> list[tuple[str, list[Tensor]]]:
+    """Rows of the shown captions (the bench's seeds), plain then each search at ``--multiplier`` x the plain NFE;
+    the count accuracy of every row over ``--seeds`` seeds per caption is printed."""
     jobs = [(caption, j * len(CAPTIONS) + CAPTIONS.index(caption)) for j in range(args.seeds)
             for caption in CAPTIONS_SHOWN]
     prompts = [caption for caption, _ in jobs]
-    variants = [("text -> image", None)] + [(label, pixelflow.search_settings(name, budget, sigma_max))
-                                             for name, label in SEARCHES]
+    variants = [(plain_label, None)] + [(label, pixelflow.search_settings(name, args.multiplier, schedule))
+                                        for name, label in SEARCHES]
     rows, results = [], []
     for label, settings in variants:
-
-        def sample(caption: str, seed: int, settings: SearchSettings | None = settings) -> tuple[Tensor, int]:
-            return pixelflow.sample_caption(model, encoder, schedule, caption, seed, settings)
-
-        images, nfe = sample_many(jobs, sample, clock, label if settings is None
-                                  else f"{label} ({pixelflow.describe(settings, sigma_max)})")
+        images, nfe = sample_many(jobs, lambda caption, seed, settings=settings: sample(caption, seed, settings),
+                                  clock, label if settings is None
+                                  else f"{label} ({pixelflow.describe(settings, schedule)})")
         accuracy = score_counts(torch.stack(images), prompts)
         results.append(f"{label} ({nfe[0]} NFE): {proportion(accuracy.correct, accuracy.total)}")
         rows.append((f"{label}\n{nfe[0]} NFE", images[:len(CAPTIONS_SHOWN)]))
@@ -187,11 +211,12 @@ def main(argv: list[str] | None = None) -> Path:
     pixelflow.add_model_arguments(parser)
     mar.add_model_arguments(parser)
     arpg.add_model_arguments(parser)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per caption for the measured accuracies")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per caption for the measured count accuracies")
     parser.add_argument("--multiplier", type=int, default=8, help="search budget, x the plain NFE")
     args = parser.parse_args(argv)
     clock = Clock()
     parts = (("PixelFlow class-to-image", ("c2i",), CLASS_NAMES, class_rows),
+             ("PixelFlow counting search", ("c2i",), CAPTIONS_SHOWN, count_rows),
              ("PixelFlow text-to-image", ("t2i", "text_encoder"), CAPTIONS_SHOWN, text_rows),
              ("MAR", ("mar", "mar_vae"), CLASS_NAMES, mar_rows),
              ("ARPG", ("arpg", "arpg_vq"), CLASS_NAMES, arpg_rows))

@@ -70,7 +70,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                              "most 8); any count gives the same manifest and images")
     parser.add_argument("--shard", type=shard, help=argparse.SUPPRESS)  # set by the parent run on its workers
     parser.add_argument("--modes", type=lambda text: [part for part in text.split(",") if part], default=None,
-                        help="comma-separated modes of the family (default: all of them: pixelflow c2i,t2i; "
+                        help="comma-separated modes of the family (default: all of them: pixelflow c2i,count,t2i; "
                              "mar c2i,inpaint; arpg c2i,inpaint,outpaint)")
     parser.add_argument("--per-class", type=int, default=20, help="class-to-image samples per class (12 classes)")
     for name, module in FAMILIES.items():

@@ -1,10 +1,11 @@
-"""PixelFlow family of ``bench/quality.py``: class accuracy of the class-to-image model, and count accuracy of the
-text-to-image model plain and with each flow search at each NFE budget (x the plain NFE, matched exactly per
-sample). How samples are drawn, counted and searched, and which search settings each budget gets, is in
-``flowar.tooling.pixelflow_sampling`` (shared with ``demo.py``).
+"""PixelFlow family of ``bench/quality.py``: class accuracy of the class-to-image model (``c2i``); the counting
+experiment (``count``): the class-to-image model conditioned on a caption's class while the shape-count reward asks
+for the caption's count, plain and with each reward search at each NFE budget (x the plain NFE, matched exactly per
+sample); and the same count accuracy for the text-to-image model (``t2i``, conditioned on the caption itself). How
+samples are drawn, counted and searched is in ``flowar.tooling.pixelflow_sampling`` (shared with ``demo.py``).
 
 Seeds: sample ``j`` of class ``k`` has seed ``12 j + k``, sample ``j`` of caption ``c`` seed ``48 j + c`` for every
-method, so plain and searched samples are paired (same cascade noise up to the searched stage).
+method, so plain and searched samples are paired (each search's first particle is its plain twin).
 
 Planning, drawing and judging are apart so that worker processes can share the drawing: ``plan`` lists every sample
 as a :class:`Job` in the manifest's order, ``generate`` draws any slice of that list in whichever process gets it,
@@ -14,7 +15,6 @@ and ``report`` judges the written PNGs once all are drawn.
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,26 +24,29 @@ import torch
 from torch import Tensor
 
 from flowar.models.shapes import CAPTIONS, CLASS_NAMES, SHAPES
-from flowar.samplers.flow_search.settings import SearchSettings
 from flowar.samplers.pixelflow.defaults import CFG, STEPS_PER_STAGE
 from flowar.samplers.pixelflow.schedule import CascadeSchedule
+from flowar.samplers.pixelflow.search import CascadeSearchSettings
 from flowar.tooling.accuracy import Accuracy, score, score_counts
-
-from flowar.tooling.pixelflow_sampling import SEARCH_METHODS, add_model_arguments, describe, final_budget, \
-    final_stage_sigma, load_encoder, load_model, plain_nfe, sample_caption, sample_class, search_settings
-from flowar.tooling.report import SampleRecord, markdown_table, proportion, read_pngs, write_png
+from flowar.tooling.pixelflow_sampling import SEARCH_METHODS, add_model_arguments, describe, load_encoder, \
+    load_model, plain_nfe, sample_caption, sample_class, sample_count, search_settings
+from flowar.tooling.report import SampleRecord, caption_class, markdown_table, proportion, read_pngs, write_png
 
 Group = tuple[str, int]  # (method, multiplier): one row of a mode's table
-MODES = ("c2i", "t2i")
+MODES = ("c2i", "count", "t2i")
 
 
 def add_arguments(parser: argparse._ArgumentGroup) -> None:
     add_model_arguments(parser)
     parser.add_argument("--per-caption", type=int, default=5,
                         help="t2i samples per caption: 5 x 48 captions = 240 per method and budget")
+    parser.add_argument("--count-seeds", type=int, default=2,
+                        help="count samples per caption: 2 x 48 captions = 96 per method and budget (about 20 "
+                             "minutes on 2 cores for every row)")
     parser.add_argument("--captions", type=int, default=len(CAPTIONS),
                         help="how many of the 48 captions, evenly spread (quick runs)")
-    parser.add_argument("--multipliers", type=csv(int), default=[1, 4, 8], help="search budgets, x the plain NFE")
+    parser.add_argument("--multipliers", type=csv(int), default=[2, 4, 8],
+                        help="search budgets, x the plain NFE (at least 2: a search chooses among 2 or more)")
     parser.add_argument("--methods", type=csv(str), default=list(SEARCH_METHODS),
                         help=f"search methods: {', '.join(SEARCH_METHODS)}")
 
@@ -73,8 +76,10 @@ def plan(args: argparse.Namespace) -> list[Job]:
     unknown = [m for m in args.methods if m not in SEARCH_METHODS] + [m for m in args.modes if m not in PLANS]
     if unknown:
         raise SystemExit(f"unknown method or mode {', '.join(unknown)}")
-    if not 1 <= args.captions <= len(CAPTIONS) or min(args.per_class, args.per_caption, *args.multipliers) < 1:
-        raise SystemExit(f"--captions takes 1 to {len(CAPTIONS)}; sample counts and multipliers must be >= 1")
+    if not 1 <= args.captions <= len(CAPTIONS) or min(args.per_class, args.per_caption, args.count_seeds) < 1:
+        raise SystemExit(f"--captions takes 1 to {len(CAPTIONS)}; sample counts must be >= 1")
+    if min(args.multipliers) < 2:
+        raise SystemExit("--multipliers must be >= 2 (a search needs at least two candidates)")
     return [job for mode in args.modes for job in PLANS[mode](args)]
 
 
@@ -85,11 +90,20 @@ def plan_c2i(args: argparse.Namespace) -> list[Job]:
 
 
 def plan_t2i(args: argparse.Namespace) -> list[Job]:
-    """``per_caption`` samples per caption, plain and with each search at each budget; sample ``j`` of caption ``c``
-    has seed ``48 j + c`` whatever the method (paired comparisons)."""
+    """``per_caption`` samples per caption, plain and with each search at each budget."""
+    return caption_jobs(args, "t2i", args.per_caption)
+
+
+def plan_count(args: argparse.Namespace) -> list[Job]:
+    """``count_seeds`` samples per caption of the counting experiment, plain and searched."""
+    return caption_jobs(args, "count", args.count_seeds)
+
+
+def caption_jobs(args: argparse.Namespace, mode: str, per_caption: int) -> list[Job]:
+    """Sample ``j`` of caption ``c`` has seed ``48 j + c`` whatever the method (paired comparisons)."""
     groups = [("plain", 1)] + [(method, k) for k in args.multipliers for method in args.methods]
-    return [Job("t2i", method, k, caption, j * len(CAPTIONS) + CAPTIONS.index(caption))
-            for method, k in groups for j in range(args.per_caption) for caption in captions(args)]
+    return [Job(mode, method, k, caption, j * len(CAPTIONS) + CAPTIONS.index(caption))
+            for method, k in groups for j in range(per_caption) for caption in captions(args)]
 
 
 def captions(args: argparse.Namespace) -> list[str]:
@@ -98,30 +112,22 @@ def captions(args: argparse.Namespace) -> list[str]:
     return [CAPTIONS[int(k * stride)] for k in range(args.captions)]
 
 
-PLANS = {"c2i": plan_c2i, "t2i": plan_t2i}
+PLANS = {"c2i": plan_c2i, "count": plan_count, "t2i": plan_t2i}
 
 
 # -------------------------------------------------------------------------------------------------- draw
 
 
-@functools.cache
-def cached_search_settings(method: str, budget: int, sigma_max: float) -> SearchSettings:
-    """``search_settings`` chosen once per process: each choice takes dry runs of the search."""
-    return search_settings(method, budget, sigma_max)
-
-
-def settings(schedule: CascadeSchedule, method: str, multiplier: int) -> SearchSettings | None:
-    """The final-stage search of ``method`` at ``multiplier`` x the plain NFE; None for plain Euler."""
-    if method == "plain":
-        return None
-    return cached_search_settings(method, final_budget(schedule, multiplier), final_stage_sigma(schedule))
+def settings(schedule: CascadeSchedule, method: str, multiplier: int) -> CascadeSearchSettings | None:
+    """The search of ``method`` at ``multiplier`` x the plain NFE; None for plain sampling."""
+    return None if method == "plain" else search_settings(method, multiplier, schedule)
 
 
 class Drawer:
     """Draws jobs in one process with the models of the run's modes, loaded once."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.c2i = load_model(args.c2i) if "c2i" in args.modes else None
+        self.c2i = load_model(args.c2i) if {"c2i", "count"} & set(args.modes) else None
         self.t2i = load_model(args.t2i) if "t2i" in args.modes else None
         self.encoder = load_encoder(args.text_encoder) if "t2i" in args.modes else None
 
@@ -129,6 +135,10 @@ class Drawer:
         """The job's quantised image ``[32, 32, 3]`` and the NFE spent on it."""
         if job.mode == "c2i":
             return sample_class(*self.c2i, job.condition, job.seed)
+        if job.mode == "count":
+            model, schedule = self.c2i
+            return sample_count(model, schedule, caption_class(job.condition), job.condition, job.seed,
+                                settings(schedule, job.method, job.multiplier))
         model, schedule = self.t2i
         return sample_caption(model, self.encoder, schedule, job.condition, job.seed,
                               settings(schedule, job.method, job.multiplier))
@@ -137,8 +147,9 @@ class Drawer:
         """The PNG's path relative to the output folder: ``pixelflow/<mode>/<method>_<NFE>/<condition>_s<seed>``."""
         if job.mode == "c2i":
             return f"pixelflow/c2i/plain/{CLASS_NAMES[job.condition].replace(' ', '_')}_s{job.seed}.png"
-        folder = f"{job.method}_{plain_nfe(self.t2i[1]) * job.multiplier}"
-        return f"pixelflow/t2i/{folder}/{job.condition.replace(' ', '_')}_s{job.seed}.png"
+        schedule = (self.c2i if job.mode == "count" else self.t2i)[1]
+        folder = f"{job.method}_{plain_nfe(schedule) * job.multiplier}"
+        return f"pixelflow/{job.mode}/{folder}/{job.condition.replace(' ', '_')}_s{job.seed}.png"
 
 
 def generate(args: argparse.Namespace, jobs: Sequence[Job], out: Path, label: str) -> list[SampleRecord]:
@@ -201,23 +212,37 @@ def report_c2i(args: argparse.Namespace, out: Path, groups: dict[Group, list[Sam
 
 def report_t2i(args: argparse.Namespace, out: Path, groups: dict[Group, list[SampleRecord]]) -> str:
     """Count accuracy of the text-to-image samples, one row per method and budget."""
-    schedule = load_model(args.t2i)[1]
-    sigma_max = final_stage_sigma(schedule)
+    return count_section(f"PixelFlow text-to-image: `{args.t2i}`", f"{args.captions} captions x {args.per_caption} "
+                         "samples", out, groups, load_model(args.t2i)[1], "t2i")
+
+
+def report_count(args: argparse.Namespace, out: Path, groups: dict[Group, list[SampleRecord]]) -> str:
+    """The counting experiment's count accuracy, one row per method and budget."""
+    return count_section(f"PixelFlow counting experiment: `{args.c2i}`", "The class-to-image model conditioned on the "
+                         f"caption's class (it was never told a count); {args.captions} count captions x "
+                         f"{args.count_seeds} seeds", out, groups, load_model(args.c2i)[1], "count")
+
+
+def count_section(title: str, samples: str, out: Path, groups: dict[Group, list[SampleRecord]],
+                  schedule: CascadeSchedule, mode: str) -> str:
+    return (f"## {title}\n\n{samples}; plain: Euler {STEPS_PER_STAGE} steps per stage, cfg {CFG}; searches: across "
+            f"the cascade with the shape-count reward (squared_error) asking for the caption, equal NFE per sample. "
+            f"Correct: exactly the requested count of the requested class and nothing else.\n\n"
+            f"{count_table(out, groups, schedule, mode)}")
+
+
+def count_table(out: Path, groups: dict[Group, list[SampleRecord]], schedule: CascadeSchedule, mode: str) -> str:
     rows = []
     for (method, multiplier), records in groups.items():
         search = settings(schedule, method, multiplier)
         accuracy = score_counts(read_pngs(out, records), [record.condition for record in records])
         nfe, seconds = nfe_spent(records), seconds_per_image(records)
-        how = "Euler" if search is None else describe(search, sigma_max)
-        print(f"t2i {method} {multiplier}x ({nfe} NFE): count accuracy {proportion(accuracy.correct, accuracy.total)},"
-              f" {seconds:.3f} CPU s/image", flush=True)
+        how = "Euler" if search is None else describe(search, schedule)
+        print(f"{mode} {method} {multiplier}x ({nfe} NFE): count accuracy "
+              f"{proportion(accuracy.correct, accuracy.total)}, {seconds:.3f} CPU s/image", flush=True)
         rows.append([method, f"{multiplier}x", nfe, how, *accuracy_cells(accuracy), f"{seconds:.3f}"])
-    table = markdown_table(["method", "budget", "NFE spent", "final-stage settings", "count accuracy [95% CI]",
-                            *SHAPES, "s/image"], rows)
-    return (f"## PixelFlow text-to-image: `{args.t2i}`\n\n{args.captions} captions x {args.per_caption} samples; "
-            f"plain: Euler {STEPS_PER_STAGE} steps x {schedule.num_stages} stages, cfg {CFG}; searches: the final "
-            f"stage, shape-count reward (squared_error), equal NFE per sample. Correct: exactly the requested count "
-            f"of the requested class and nothing else.\n\n{table}")
+    return markdown_table(["method", "budget", "NFE spent", "search", "count accuracy [95% CI]", *SHAPES,
+                           "s/image"], rows)
 
 
-REPORTS = {"c2i": report_c2i, "t2i": report_t2i}
+REPORTS = {"c2i": report_c2i, "count": report_count, "t2i": report_t2i}

@@ -6,18 +6,19 @@ sampling itself is :func:`samplers.pixelflow.cascade.sample_cascade`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
 
 from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow_release import PixelFlowRelease, load_pixelflow
-from ..samplers.flow_search.noise import SeededFlowSearchNoise
-from ..samplers.flow_search.settings import METHODS, SearchSettings, search_plan
+from ..samplers.common import Trace
+from ..samplers.flow_search.settings import METHODS
 from ..samplers.pixelflow import defaults
 from ..samplers.pixelflow.cascade import check_size, sample_cascade
-from ..samplers.pixelflow.noise import SeededPixelFlowNoise
-from ..samplers.pixelflow.search import search_stage_solver
+from ..samplers.pixelflow.noise import SeededCascadeSearchNoise, SeededPixelFlowNoise
+from ..samplers.pixelflow.search import CascadeSearchSettings, plan_for, search_cascade
 from ..samplers.pixelflow.stage import STAGE_SOLVERS
 from ..samplers.pixelflow.guidance import GUIDANCE_SCHEDULES, ClassCondition, GuidedVelocity, TextCondition, \
     stage_guidance
@@ -26,6 +27,7 @@ from ..samplers.pixels import image_to_pixels, pixels_to_image
 from .common import plan_load, seed_input
 from .runtime import folders
 from .runtime.devices import DTYPE_CHOICES, intermediate_device
+from .runtime.messages import SEARCH_TRACE_EVENT, progress_text, send_event
 from .runtime.patcher import load_models, wrap_module
 from .runtime.progress import Progress
 
@@ -192,12 +194,13 @@ class FlowARPixelFlowSampler:
     DESCRIPTION = (
         "PixelFlow cascade sampling in pixel space: the lowest resolution first, then upsample and re-noise at each "
         "stage. Class-to-image takes a class index, text-to-image a PixelFlow conditioning. With an image and "
-        "strength < 1 it does image-to-image. With a reward connected, the final stage is a reward search (RBF "
-        "by default) over that many model evaluations per image."
+        "strength < 1 it does image-to-image. With a reward connected, it searches across the cascade (RBF by "
+        "default) for images the reward likes, spending search_max_nfe model calls per image."
     )
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("Generated images, batch_size x size x size.",)
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("image", "trace")
+    OUTPUT_TOOLTIPS = ("Generated images, batch_size x size x size.",
+                       "The reward search's steps, one JSON line each (empty without a reward).")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -232,25 +235,34 @@ class FlowARPixelFlowSampler:
                                        "tooltip": "Image-to-image: how much is regenerated (1 = ignore the image)."}),
                 "stage_steps": ("STRING", {"default": "",
                                            "tooltip": "Optional steps per stage, e.g. '10,10,20,30' (overrides steps)."}),
-                "reward": ("REWARD", {"tooltip": "Search the final stage for images this reward likes (unconnected: "
-                                                 "plain sampling)."}),
+                "reward": ("REWARD", {"tooltip": "Search across the cascade for images this reward likes "
+                                                 "(unconnected: plain sampling)."}),
                 "search_method": (list(METHODS), {
                     "default": defaults.SEARCH_METHOD,
-                    "tooltip": "rbf: Rollover Budget Forcing; best_of_n; smc; svdd; search_over_paths. Each runs its "
-                               "official loop on the final stage, then finishes the chosen particle with the ODE."}),
+                    "tooltip": "rbf: Rollover Budget Forcing; best_of_n: the best of independent images; smc: "
+                               "resampling particles; svdd: best of several proposals per step; search_over_paths: "
+                               "re-noise the best images and re-run them."}),
                 "search_max_nfe": ("INT", {"default": defaults.SEARCH_MAX_NFE, "min": 1, "max": 10000,
-                                           "tooltip": "Model evaluations per image for the searched stage (the "
-                                                      "paper uses 500)."}),
-                "search_steps": ("INT", {"default": defaults.SEARCH_STEPS, "min": 2, "max": 200,
-                                         "tooltip": "Denoising steps of the search grid in the final stage."}),
+                                           "tooltip": "Model calls per image over the whole cascade; a plain image "
+                                                      "costs the sum of the steps per stage (k times that is about "
+                                                      "k times the time)."}),
+                "search_steps": ("INT", {"default": defaults.SEARCH_STEPS, "min": 1, "max": 200,
+                                         "tooltip": "Steps per stage from search_first_stage on while searching."}),
+                "search_first_stage": ("INT", {
+                    "default": defaults.SEARCH_FIRST_STAGE, "min": 0, "max": 15,
+                    "tooltip": "The stage where the search starts choosing (0 = the lowest resolution). Before it "
+                               "the reward cannot read the tiny predictions, so particles only advance."}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def sample(self, model: PixelFlowHandle, seed: int, steps: int, cfg: float, cfg_schedule: str, shift: float,
                solver: str, size: int, batch_size: int, class_index: int, conditioning: TextCondition | None = None,
-               image: torch.Tensor | None = None, strength: float = 0.6, stage_steps: str = "",
-               reward: object | None = None, search_method: str = "rbf", search_max_nfe: int = 100,
-               search_steps: int = 10) -> tuple[torch.Tensor]:
+               image: torch.Tensor | None = None, strength: float = defaults.STRENGTH, stage_steps: str = "",
+               reward: object | None = None, search_method: str = defaults.SEARCH_METHOD,
+               search_max_nfe: int = defaults.SEARCH_MAX_NFE, search_steps: int = defaults.SEARCH_STEPS,
+               search_first_stage: int = defaults.SEARCH_FIRST_STAGE, unique_id: str | None = None
+               ) -> tuple[torch.Tensor, str]:
         release, config = model.release, model.release.model
         check_size(size, config.patch_size, release.num_stages)
         steps_per_stage = parse_stage_steps(stage_steps, steps, release.num_stages)
@@ -258,27 +270,61 @@ class FlowARPixelFlowSampler:
         guidance = stage_guidance(cfg, release.num_stages, cfg_schedule, class_conditional=release.class_conditional)
         schedule = cascade_schedule(release.num_train_timesteps, release.num_stages)
         start = image_to_pixels(image, size, batch_size) if image is not None else None
-
-        solvers = [STAGE_SOLVERS[solver]] * release.num_stages
-        patchers = [model.patcher]
+        strength = strength if start is not None else 1.0
+        search = None
         if reward is not None:  # nodes.rewards.Reward: score(images [B, H, W, C] 0..1) -> [B], and its patchers
-            settings = SearchSettings(method=search_method, max_nfe=search_max_nfe, steps=search_steps)
-            search_plan(settings, 1.0 - schedule.start_t[-1])  # budget errors now, not after the lower stages
-            noise = SeededFlowSearchNoise(seed ^ defaults.SEARCH_SEED_SALT)
-            solvers[-1] = search_stage_solver(settings, reward.score, schedule, noise)
-            patchers += list(reward.patchers)
-        load_models(patchers)
+            if solver != "euler":
+                raise ValueError(f"the reward search moves along the Euler grid; set solver to euler (got {solver})")
+            search = CascadeSearchSettings(method=search_method, max_nfe=search_max_nfe,
+                                           first_stage=search_first_stage)
+            steps_per_stage = [n if stage < search_first_stage else search_steps
+                               for stage, n in enumerate(steps_per_stage)]
+            plan_for(search, schedule, steps_per_stage, shift)  # budget errors now, before any model call
+        load_models([model.patcher, *(reward.patchers if reward is not None else [])])
         velocity = GuidedVelocity(model.patcher.model, condition, guidance, patch_size=config.patch_size,
                                   head_dim=config.attention_head_dim, use_cfg=cfg > 0)
-        progress = Progress(sum(steps_per_stage), label="PixelFlow")
+        noise = SeededPixelFlowNoise(seed, schedule.gamma)
+        arguments = dict(batch=batch_size, size=size, steps=steps_per_stage, shift=shift, noise=noise,
+                         device=model.patcher.load_device, channels=config.in_channels, image=start, strength=strength)
         with torch.no_grad():
-            pixels = sample_cascade(
-                velocity, schedule, batch=batch_size, size=size, steps=steps_per_stage, shift=shift,
-                noise=SeededPixelFlowNoise(seed, schedule.gamma), solvers=solvers,
-                device=model.patcher.load_device, channels=config.in_channels, image=start,
-                strength=strength if start is not None else 1.0, callback=progress,
-            )
-        return (pixels_to_image(pixels).to(intermediate_device()),)
+            if search is None:
+                progress = Progress(sum(steps_per_stage), label="PixelFlow", node_id=unique_id)
+                pixels = sample_cascade(velocity, schedule, solvers=[STAGE_SOLVERS[solver]] * release.num_stages,
+                                        callback=progress, **arguments)
+                return pixels_to_image(pixels).to(intermediate_device()), ""
+            traces = [Trace() for _ in range(batch_size)]
+            pixels = search_cascade(velocity, schedule, search, reward.score,
+                                    search_noise=SeededCascadeSearchNoise(seed ^ defaults.SEARCH_SEED_SALT),
+                                    callback=SearchProgress(search, traces, unique_id), traces=traces,
+                                    **arguments).pixels
+        trace = "\n".join(json.dumps({"item": item, **row}) for item, rows in enumerate(traces) for row in rows.rows)
+        return pixels_to_image(pixels).to(intermediate_device()), trace
+
+
+class SearchProgress:
+    """The reward search's progress: the bar (with the best image so far), a text line (stage, NFE, best reward)
+    and the newest trace row as a browser event, like the Flow Search Sampler's."""
+
+    def __init__(self, settings: CascadeSearchSettings, traces: list[Trace], node_id: str | None) -> None:
+        self.settings, self.traces, self.node_id = settings, traces, node_id
+        self.bar = Progress(1, label="PixelFlow search", node_id=node_id)
+        self.sent = [0] * len(traces)
+
+    def __call__(self, done: int, total: int, preview: torch.Tensor | None) -> None:
+        per_image = total // len(self.traces)
+        item = min(done // per_image, len(self.traces) - 1) if done < total else len(self.traces) - 1
+        rows = self.traces[item].rows
+        if rows:
+            row = rows[-1]
+            best = row.get("best")
+            text = (f"{self.settings.method}: stage {row.get('stage')}, {row.get('nfe')}/{per_image} NFE"
+                    + (f", best reward {best:.4g}" if best is not None else ""))
+            progress_text(text + (f" (image {item + 1}/{len(self.traces)})" if len(self.traces) > 1 else ""),
+                          self.node_id)
+            for new_row in rows[self.sent[item]:]:
+                send_event(SEARCH_TRACE_EVENT, {"node": self.node_id, "item": item, "row": new_row})
+            self.sent[item] = len(rows)
+        self.bar(done, total, preview)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -34,13 +34,12 @@ from ..samplers.pixels import pixels_to_image
 from .common import seed_input
 from .rewards import Reward
 from .runtime import host
-from .runtime.messages import progress_text, send_event
+from .runtime.messages import SEARCH_TRACE_EVENT, progress_text, send_event
 from .runtime.patcher import load_models
 
 CATEGORY = "FlowAR/Search"
 STATEFUL_WRAPPERS = ("easycache", "lazycache")
 STATEFUL_MODULES = ("nodes_apg",)
-TRACE_EVENT = "flowar.search.trace"
 
 
 def stateful_patches(model_options: dict) -> list[str]:
@@ -120,7 +119,7 @@ class SearchSampler:
                                                                            else "")
                 progress_text(text + (f" (image {item + 1}/{x.shape[0]})" if x.shape[0] > 1 else ""), self.node_id)
                 if trace.rows:
-                    send_event(TRACE_EVENT, {"node": self.node_id, "item": item, "row": trace.rows[-1]})
+                    send_event(SEARCH_TRACE_EVENT, {"node": self.node_id, "item": item, "row": trace.rows[-1]})
                 if callback is not None and preview is not None:
                     step = min(total_steps - 1, nfe * total_steps // max(max_nfe, 1))
                     callback({"x": preview, "i": step, "sigma": sigmas[0], "sigma_hat": sigmas[0],

@@ -42,19 +42,26 @@ def guidance_schedule(num_stages: int) -> str:
     return "official" if num_stages == len(OFFICIAL_CLASS_STAGE_WEIGHTS) else "linear"
 
 
+def guided_velocity(model: PixelFlowModel, schedule: CascadeSchedule, condition: ClassCondition | TextCondition
+                    ) -> GuidedVelocity:
+    """The guided velocity at the sampler node's defaults (cfg 4, the class or text guidance schedule)."""
+    class_conditional = isinstance(condition, ClassCondition)
+    schedule_name = guidance_schedule(schedule.num_stages) if class_conditional else "official"
+    guidance = stage_guidance(CFG, schedule.num_stages, schedule_name, class_conditional=class_conditional)
+    return GuidedVelocity(model, condition, guidance, patch_size=model.config.patch_size,
+                          head_dim=model.config.attention_head_dim, use_cfg=True)
+
+
 def sample_cascade_images(model: PixelFlowModel, schedule: CascadeSchedule, condition: ClassCondition | TextCondition,
                           seed: int, solvers: Sequence[StageSolver] | None = None) -> torch.Tensor:
     """IMAGE ``[B, 32, 32, 3]`` in 0..1, one seeded cascade run for the batch at the sampler node's defaults
-    (``solvers`` replaces the Euler stages, e.g. a reward search in the final one)."""
-    stages, class_conditional = schedule.num_stages, isinstance(condition, ClassCondition)
-    schedule_name = guidance_schedule(stages) if class_conditional else "official"
-    guidance = stage_guidance(CFG, stages, schedule_name, class_conditional=class_conditional)
-    velocity = GuidedVelocity(model, condition, guidance, patch_size=model.config.patch_size,
-                              head_dim=model.config.attention_head_dim, use_cfg=True)
-    batch = len(condition.labels) if class_conditional else len(condition.context)
+    (``solvers`` replaces the Euler stages, e.g. to count the model calls)."""
+    stages = schedule.num_stages
+    batch = len(condition.labels) if isinstance(condition, ClassCondition) else len(condition.context)
     with torch.no_grad():
-        pixels = sample_cascade(velocity, schedule, batch=batch, size=SIZE, steps=[STEPS_PER_STAGE] * stages,
-                                shift=1.0, noise=SeededPixelFlowNoise(seed, schedule.gamma),
+        pixels = sample_cascade(guided_velocity(model, schedule, condition), schedule, batch=batch, size=SIZE,
+                                steps=[STEPS_PER_STAGE] * stages, shift=1.0,
+                                noise=SeededPixelFlowNoise(seed, schedule.gamma),
                                 solvers=list(solvers or [euler_stage] * stages), device=torch.device("cpu"))
     return pixels_to_image(pixels)
 

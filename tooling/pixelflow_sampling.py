@@ -1,34 +1,18 @@
 """PixelFlow sampling shared by ``bench/quality.py`` and ``demo.py``: the built-in shapes models sampled at the
-sampler node's defaults (Euler, 10 steps per stage, cfg 4; ``train/pixelflow_eval.py``), one seed per sample, with
+sampler node's defaults (Euler, 10 steps per stage, cfg 4; ``tooling/pixelflow_eval.py``), one seed per sample, with
 every guided velocity evaluation counted.
 
-Flow search runs the pack's own ``search_stage_solver`` in the cascade's final stage with the shape-count reward
-(squared_error mode), seeded as the sampler node seeds it (``seed ^ SEARCH_SEED_SALT``). At a budget of ``k`` times
-the plain NFE (``stages x 10``) every method spends exactly ``k x plain`` per sample: the lower stages' Euler calls
-plus the searched stage's ``max_nfe``, its finishing ODE included. Budgets are matched exactly because unequal
-spending would confound the comparison; the settings are chosen per method and budget as follows.
-
-- Best-of-N, SMC and RBF keep the paper's VP-SDE proposals and take the (search steps, finishing steps) pair
-  closest to the defaults (10, 10), ranked by ``(min(steps, finish), steps, finish)``, whose run spends exactly the
-  budget; Best-of-N and SMC also need at least 2 particles. For the 2-stage t2i model (final budgets 10, 70 and 150
-  NFE at 1x, 4x, 8x): Best-of-N / SMC 4 steps, 4 finishing, 2 particles; 10, 7, 7 particles; 8, 10, 20 particles.
-- RBF (2 chains) stops one proposal round short of ``max_nfe`` (the official ``nfe + B >= max_nfe`` test), so its
-  ``max_nfe`` is raised by the least amount (at most the chain count) that makes it spend exactly the budget:
-  4 steps + 4 finishing with max_nfe 12 at 1x, 10 + 10 with 71 at 4x, 10 + 10 with 151 at 8x.
-- Search-over-Paths follows ``bench/flow_search_toy.py``: the model's linear path with ODE proposals. It finishes at
-  sigma 0 by itself, so the budget is ``ODE sub-steps x (1 + paths x copies)`` (one round from the final stage's
-  start); it takes the most sub-steps (up to 10, the plain stage's step count) with 2 paths, then 1, and at least 2
-  candidates: 2 sub-steps x 2 paths x 2 copies at 1x, 10 x 2 x 3 at 4x, 10 x 2 x 7 at 8x.
-
-Every choice is checked by a dry run of the real search (a zero model costs nothing and spends the same NFE), and
-the NFE actually spent on each sample is counted again while it is generated and written to the manifest.
+Reward search is the sampler node's: :func:`..samplers.pixelflow.search.search_cascade` with the shape-count reward
+(squared_error mode) at its default first stage, seeded as the node seeds it (``seed ^ SEARCH_SEED_SALT``). A budget
+of ``k`` times the plain NFE (``stages x 10``) is the search's ``max_nfe``; every method spends exactly that at
+``k >= 2`` (``k`` x the plain NFE is a multiple of the walk's length). The NFE actually spent on each sample is
+counted again while it is drawn and written to the manifest.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,25 +23,20 @@ from ..models.flan_t5 import T5TextEncoder, load_t5_encoder
 from ..models.pixelflow import PixelFlowModel
 from ..models.pixelflow_release import load_pixelflow
 from ..models.rewards.shapes_count import ShapesCountReward
-from ..samplers.flow_search.noise import SeededFlowSearchNoise
-from ..samplers.flow_search.run import run_search
-from ..samplers.flow_search.settings import SearchSettings, search_plan
-from ..samplers.pixelflow.defaults import SEARCH_SEED_SALT
-from ..samplers.pixelflow.defaults import STEPS_PER_STAGE
-from ..samplers.pixelflow.guidance import ClassCondition
+from ..samplers.pixelflow.defaults import SEARCH_SEED_SALT, STEPS_PER_STAGE
+from ..samplers.pixelflow.guidance import ClassCondition, TextCondition
+from ..samplers.pixelflow.noise import SeededCascadeSearchNoise, SeededPixelFlowNoise
 from ..samplers.pixelflow.schedule import CascadeSchedule, cascade_schedule
-from ..samplers.pixelflow.search import search_stage_solver
+from ..samplers.pixelflow.search import CascadeSearchSettings, plan_for, search_cascade
 from ..samplers.pixelflow.stage import StageProblem, StageSolver, euler_stage
-from .pixelflow_eval import sample_cascade_images, sample_prompts
+from ..samplers.pixels import pixels_to_image
+from .pixelflow_eval import SIZE, guided_velocity, sample_cascade_images, text_condition
 
 from .report import quantise
 
 BUILTIN = Path(__file__).resolve().parents[1] / "builtin"
 
 SEARCH_METHODS = {"bon": "best_of_n", "smc": "smc", "sop": "search_over_paths", "rbf": "rbf"}
-METHOD_BASE = {"sop": {"interpolant": "linear", "sde": False}}  # as bench/flow_search_toy.py runs it
-MAX_STEPS = 10  # the sampler's steps per stage and the search's default steps / finishing steps
-CHAINS = 2  # rbf chains, search_over_paths paths (the paper's B)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -118,15 +97,20 @@ def plain_nfe(schedule: CascadeSchedule) -> int:
     return schedule.num_stages * STEPS_PER_STAGE
 
 
-def final_budget(schedule: CascadeSchedule, multiplier: int) -> int:
-    """The searched stage's ``max_nfe`` target at ``multiplier`` x the plain NFE: the lower stages keep their Euler
-    calls, so the final stage gets the rest of the per-sample budget."""
-    return multiplier * plain_nfe(schedule) - (schedule.num_stages - 1) * STEPS_PER_STAGE
+def search_settings(method: str, multiplier: int, schedule: CascadeSchedule) -> CascadeSearchSettings:
+    """The node's search of ``method`` (a key of :data:`SEARCH_METHODS`) at ``multiplier`` x the plain NFE."""
+    return CascadeSearchSettings(method=SEARCH_METHODS[method], max_nfe=multiplier * plain_nfe(schedule))
 
 
-def final_stage_sigma(schedule: CascadeSchedule) -> float:
-    """Flow sigma where the final stage starts: the search's ``sigma_max``."""
-    return 1.0 - schedule.start_t[-1]
+def describe(settings: CascadeSearchSettings, schedule: CascadeSchedule) -> str:
+    """The counts a run uses, for the summary."""
+    plan = plan_for(settings, schedule, [STEPS_PER_STAGE] * schedule.num_stages, 1.0)
+    counts = {"best_of_n": f"{plan.particles} particles", "smc": f"{plan.particles} particles (SDE)",
+              "svdd": f"{plan.particles} chains x {plan.candidates} proposals",
+              "rbf": f"{plan.particles} chains of best-of-{plan.init_particles} (SDE)",
+              "search_over_paths": f"{plan.particles} paths, {plan.candidates} copies per round"}[settings.method]
+    scored = "final images scored" if settings.method == "best_of_n" else f"scored from stage {settings.first_stage}"
+    return f"{counts}, {scored}"
 
 
 def sample_class(model: PixelFlowModel, schedule: CascadeSchedule, label: int, seed: int) -> tuple[Tensor, int]:
@@ -138,73 +122,41 @@ def sample_class(model: PixelFlowModel, schedule: CascadeSchedule, label: int, s
     return quantise(images)[0], counts[0]
 
 
-def sample_caption(model: PixelFlowModel, encoder: T5TextEncoder, schedule: CascadeSchedule, caption: str, seed: int,
-                   search: SearchSettings | None = None) -> tuple[Tensor, int]:
-    """One quantised image ``[32, 32, 3]`` for ``caption`` (plain, or with ``search`` in the final stage scored by
-    the shape-count reward) and the NFE it took."""
+def sample_searched(model: PixelFlowModel, schedule: CascadeSchedule, condition: ClassCondition | TextCondition,
+                    caption: str, seed: int, settings: CascadeSearchSettings) -> tuple[Tensor, int]:
+    """One quantised image ``[32, 32, 3]`` searched for ``caption`` by the shape-count reward under ``condition``
+    (a class or the caption's text), and the NFE counted while drawing it."""
     counts = [0]
-    final: StageSolver = euler_stage
-    if search is not None:
-        reward = ShapesCountReward("squared_error")
-        final = search_stage_solver(search, lambda images: reward.score(images, caption), schedule,
-                                    SeededFlowSearchNoise(seed ^ SEARCH_SEED_SALT))
-    solvers = [counted(euler_stage, counts)] * (schedule.num_stages - 1) + [counted(final, counts)]
-    images = sample_prompts(model, encoder, schedule, [caption], seed, solvers)
+    reward = ShapesCountReward("squared_error")
+    velocity = CountingVelocity(guided_velocity(model, schedule, condition), counts, [0])
+    with torch.no_grad():
+        result = search_cascade(velocity, schedule, settings, lambda images: reward.score(images, caption), batch=1,
+                                size=SIZE, steps=[STEPS_PER_STAGE] * schedule.num_stages, shift=1.0,
+                                noise=SeededPixelFlowNoise(seed, schedule.gamma),
+                                search_noise=SeededCascadeSearchNoise(seed ^ SEARCH_SEED_SALT),
+                                device=torch.device("cpu"))
+    return quantise(pixels_to_image(result.pixels))[0], counts[0]
+
+
+def sample_count(model: PixelFlowModel, schedule: CascadeSchedule, label: int, caption: str, seed: int,
+                 settings: CascadeSearchSettings | None) -> tuple[Tensor, int]:
+    """The counting experiment: class ``label`` conditions the model, the reward (if ``settings``) asks for
+    ``caption``'s count. Plain sampling is :func:`sample_class` (same seed, same noise as the search's twin)."""
+    if settings is None:
+        return sample_class(model, schedule, label, seed)
+    condition = ClassCondition(torch.tensor([label]), model.config.num_classes)
+    return sample_searched(model, schedule, condition, caption, seed, settings)
+
+
+def sample_caption(model: PixelFlowModel, encoder: T5TextEncoder, schedule: CascadeSchedule, caption: str, seed: int,
+                   settings: CascadeSearchSettings | None = None) -> tuple[Tensor, int]:
+    """One quantised image ``[32, 32, 3]`` for ``caption`` (plain, or searched by the shape-count reward)."""
+    condition = text_condition(encoder, [caption])
+    if settings is not None:
+        return sample_searched(model, schedule, condition, caption, seed, settings)
+    counts = [0]
+    images = sample_cascade_images(model, schedule, condition, seed, [counted(euler_stage, counts)] * schedule.num_stages)
     return quantise(images)[0], counts[0]
-
-
-# ------------------------------------------------------------------------------------- search per budget
-
-
-def dry_run_nfe(settings: SearchSettings, sigma_max: float) -> int:
-    """NFE the search spends with ``settings`` from ``sigma_max``: no search's spending depends on the model's or
-    the reward's values, so a zero model on a tiny state gives the exact count for free."""
-    shape = (3, 2, 2)
-    result = run_search(lambda x, sigma: torch.zeros_like(x), lambda x0: torch.zeros(x0.shape[0]), shape, settings,
-                        SeededFlowSearchNoise(0), first_latent=torch.zeros(1, *shape), sigma_max=sigma_max)
-    return result.nfe
-
-
-def candidate_settings(method: str, budget: int) -> list[SearchSettings]:
-    """Settings for ``method`` at a final-stage ``budget``, best first (see the module docstring)."""
-    base = dict(method=SEARCH_METHODS[method], **METHOD_BASE.get(method, {}))
-    if method == "sop":
-        return [SearchSettings(**base, max_nfe=budget, sop_ode_steps=sub, chains=paths)
-                for sub in range(MAX_STEPS, 0, -1) for paths in (CHAINS, 1)]
-    pairs = sorted(itertools.product(range(2, MAX_STEPS + 1), repeat=2), key=lambda p: (min(p), *p), reverse=True)
-    extras = range(CHAINS + 1) if method == "rbf" else range(1)
-    return [SearchSettings(**base, max_nfe=budget + extra, steps=steps, finish_steps=finish, chains=CHAINS)
-            for steps, finish in pairs for extra in extras]
-
-
-def is_search(settings: SearchSettings, sigma_max: float) -> bool:
-    """A valid plan with something to choose between (at least 2 particles or candidates)."""
-    try:
-        plan = search_plan(settings, sigma_max)
-    except ValueError:
-        return False
-    choices = {"best_of_n": plan.particles, "smc": plan.particles, "rbf": plan.particles,
-               "search_over_paths": plan.rounds * plan.particles * plan.candidates}
-    return choices[settings.method] >= 2
-
-
-def search_settings(method: str, budget: int, sigma_max: float) -> SearchSettings:
-    """The first candidate that is a real search and spends exactly ``budget`` NFE in the final stage."""
-    for settings in candidate_settings(method, budget):
-        if is_search(settings, sigma_max) and dry_run_nfe(settings, sigma_max) == budget:
-            return settings
-    raise ValueError(f"no {method} settings spend exactly {budget} NFE in the final stage; choose another multiplier")
-
-
-def describe(settings: SearchSettings, sigma_max: float) -> str:
-    """The counts a run uses, for the summary."""
-    plan = search_plan(settings, sigma_max)
-    if settings.method == "search_over_paths":
-        return (f"linear ODE, {settings.sop_ode_steps} sub-steps, {plan.particles} path(s) x {plan.candidates} "
-                f"copies, {plan.rounds} round(s)")
-    counts = {"best_of_n": f"{plan.particles} particles", "smc": f"{plan.particles} particles",
-              "rbf": f"{plan.particles} chains, quota {plan.quota}, max_nfe {settings.max_nfe}"}[settings.method]
-    return f"VP-SDE, {settings.steps} steps + {settings.finish_steps} finishing, {counts}"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

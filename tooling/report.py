@@ -21,17 +21,19 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..models.shapes import parse_caption
+
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
 @dataclass(frozen=True)
 class SampleRecord:
-    """One generated sample as the manifest lists it. ``condition`` is the caption (t2i) or the class index (every
-    other mode)."""
+    """One generated sample as the manifest lists it. ``condition`` is the caption (t2i, and count, whose class is
+    the caption's) or the class index (every other mode)."""
 
     file: str  # relative to the output folder
     family: str
-    mode: str  # "c2i", "t2i", "inpaint" or "outpaint"
+    mode: str  # "c2i", "t2i", "count", "inpaint" or "outpaint"
     condition: int | str
     method: str  # "plain", ARPG's "parallel" or "raster", or the search method
     nfe: int  # guided velocity evaluations actually spent on this sample
@@ -39,9 +41,17 @@ class SampleRecord:
     seconds: float  # CPU time spent sampling it: in the summary, not the manifest (it varies run to run)
 
     def entry(self) -> dict[str, object]:
-        key = "caption" if self.mode == "t2i" else "class_index"
-        return {"file": self.file, "family": self.family, "mode": self.mode, key: self.condition,
+        if self.mode == "count":  # class conditioning, count caption for the reward
+            condition = {"class_index": caption_class(self.condition), "caption": self.condition}
+        else:
+            condition = {"caption" if self.mode == "t2i" else "class_index": self.condition}
+        return {"file": self.file, "family": self.family, "mode": self.mode, **condition,
                 "method": self.method, "nfe": self.nfe, "seed": self.seed}
+
+
+def caption_class(caption: str) -> int:
+    """The class index a one-class world caption names."""
+    return int(parse_caption(caption).nonzero()[0, 0])
 
 
 def quantise(images: Tensor) -> Tensor:

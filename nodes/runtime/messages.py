@@ -11,6 +11,8 @@ from . import host
 
 log = logging.getLogger("FlowAR")
 
+SEARCH_TRACE_EVENT = "flowar.search.trace"  # one row of a reward search's trace: {"node", "item", "row"}
+
 
 def progress_text(text: str, node_id: str | None) -> None:
     """Show ``text`` under the node ``node_id`` (ComfyUI's ``send_progress_text``)."""

@@ -115,14 +115,7 @@ class SearchContext:
 
     def rewards(self, x0: Tensor) -> Tensor:
         """Rewards ``[N]`` float32 (CPU) of x0 predictions ``[N, ...]``, checked."""
-        rewards = self.reward_fn(x0)
-        if not isinstance(rewards, Tensor) or rewards.shape != (x0.shape[0],):
-            got = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
-            raise ValueError(f"the reward must return a tensor of shape ({x0.shape[0]},), got {got}")
-        rewards = rewards.detach().to("cpu", torch.float32)
-        if not torch.isfinite(rewards).all():
-            raise FloatingPointError("the reward returned NaN or infinite values")
-        return rewards
+        return checked_rewards(self.reward_fn, x0)
 
     def score(self, x: Tensor, r: Tensor, x0: Tensor) -> Tensor:
         """:meth:`rewards` of candidates at path times ``r`` ``[N]``, remembering the best one of the run."""
@@ -152,6 +145,18 @@ class SearchContext:
             if preview is None and self.best is not None:
                 preview = self.best.x0
             self.callback(self.nfe, self.settings.max_nfe, preview)
+
+
+def checked_rewards(reward: RewardFn, candidates: Tensor) -> Tensor:
+    """``reward(candidates)`` as float32 ``[N]`` on the CPU; a clear error for a wrong shape or non-finite values."""
+    rewards = reward(candidates)
+    if not isinstance(rewards, Tensor) or rewards.shape != (candidates.shape[0],):
+        got = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
+        raise ValueError(f"the reward must return a tensor of shape ({candidates.shape[0]},), got {got}")
+    rewards = rewards.detach().to("cpu", torch.float32)
+    if not torch.isfinite(rewards).all():
+        raise FloatingPointError("the reward returned NaN or infinite values")
+    return rewards
 
 
 def finish(context: SearchContext, chosen: Candidate) -> tuple[Tensor, float, int]:

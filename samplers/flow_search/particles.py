@@ -13,8 +13,18 @@ import torch
 from torch import Tensor
 
 from .core import Candidate, SearchContext
+from .noise import FlowSearchNoise
 from .grid import exp_grid
 from .settings import SearchPlan
+
+
+def resampling(log_weights: Tensor, threshold: float, noise: FlowSearchNoise) -> tuple[Tensor | None, float]:
+    """SMC's resampling decision: the effective sample size ``1 / sum w^2`` of the normalised weights, and ``N``
+    ancestors drawn multinomially when it is below ``threshold * N`` (else None)."""
+    count = log_weights.shape[0]
+    weights = torch.softmax(log_weights, dim=0)
+    ess = 1.0 / (weights**2).sum().item()
+    return (noise.ancestors(weights, count) if ess < threshold * count else None), ess
 
 
 def _candidate(x: Tensor, r: Tensor, x0: Tensor, rewards: Tensor, row: int) -> Candidate:
@@ -52,11 +62,8 @@ def smc(context: SearchContext, plan: SearchPlan) -> Candidate:
     log_weights = parent_rewards.double() / settings.smc_lambda
     for k in range(len(grid.steps) - 1):
         context.scope(f"step{k}")
-        weights = torch.softmax(log_weights, dim=0)
-        ess = 1.0 / (weights**2).sum().item()
-        ancestors = None
-        if ess < settings.ess_threshold * count:
-            ancestors = context.noise.ancestors(weights, count)
+        ancestors, ess = resampling(log_weights, settings.ess_threshold, context.noise)
+        if ancestors is not None:
             rows = ancestors.to(x.device)
             x, velocity, parent_rewards = x[rows], velocity[rows], parent_rewards[ancestors]
             log_weights = torch.zeros_like(log_weights)

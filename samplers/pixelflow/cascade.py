@@ -6,7 +6,8 @@ from N(0, 1) noise at ``size / 2^(S-1)``; for each stage set its time grid, and 
 result is the final state in pixel units ([-1, 1] for a good sample; not clamped here).
 
 Beyond the official code: image-to-image (enter the cascade at the stage and time matching a strength, from the
-image mixed with noise exactly as in training), and one solver per stage (the hook for reward search).
+image mixed with noise exactly as in training), and one solver per stage. Reward search across the cascade
+(:mod:`.search`) reuses the entry point, the noised entry and the stage transition.
 """
 
 from __future__ import annotations
@@ -164,13 +165,19 @@ def sample_cascade(
 
 def _enter_stage(x: Tensor, stage: int, schedule: CascadeSchedule, noise: PixelFlowNoise, trace: Trace | None
                  ) -> Tensor:
-    """Nearest 2x upsample, then ``alpha x + beta block_noise`` (the stage transition)."""
-    upsampled = F.interpolate(x, scale_factor=2, mode="nearest")  # (B, C, 2H, 2W)
-    block = noise.block(stage, tuple(upsampled.shape)).to(x.device)
-    alpha, beta = schedule.renoise(stage)
+    """The stage transition with the block noise drawn from ``noise`` (recorded in ``trace``)."""
+    block = noise.block(stage, (x.shape[0], x.shape[1], x.shape[2] * 2, x.shape[3] * 2)).to(x.device)
     if trace is not None:
         trace.scope = f"s{stage}"
         trace.record("x_before_upsample", x)
-        trace.record("x_upsampled", upsampled)
+        trace.record("x_upsampled", F.interpolate(x, scale_factor=2, mode="nearest"))
         trace.record("block_noise", block)
+    return enter_stage(x, stage, schedule, block)
+
+
+def enter_stage(x: Tensor, stage: int, schedule: CascadeSchedule, block: Tensor) -> Tensor:
+    """Enter ``stage`` from the one below: nearest 2x upsampling, then ``alpha x + beta block`` with the block noise
+    ``block`` ``[B, C, 2H, 2W]`` (the stage transition)."""
+    upsampled = F.interpolate(x, scale_factor=2, mode="nearest")  # (B, C, 2H, 2W)
+    alpha, beta = schedule.renoise(stage)
     return alpha * upsampled + beta * block

@@ -37,3 +37,11 @@ class SeededPixelFlowNoise:
     def block(self, stage: int, shape: tuple[int, ...]) -> Tensor:
         eps = torch.randn(block_count(shape), 4, generator=self.generator, dtype=torch.float32)  # (blocks, 4)
         return correlate_blocks(eps, self.cholesky, shape)
+
+
+class SeededCascadeSearchNoise(SeededPixelFlowNoise):
+    """A cascade search's own draws (fresh starts, block noise, SDE steps, resampling), all from one generator."""
+
+    def ancestors(self, weights: Tensor, count: int) -> Tensor:
+        """``count`` int64 indices drawn with replacement with probabilities ``weights`` (SMC resampling)."""
+        return torch.multinomial(weights, count, replacement=True, generator=self.generator)

@@ -1,8 +1,8 @@
 """One cascade stage as a problem for a stage solver, and the two official solvers (Euler, dopri5).
 
 A stage solver receives a :class:`StageProblem` and returns the state at the stage's end (local time 1). The cascade
-sampler runs one solver per stage, which is also the hook for reward search: a search solver given for the final
-stage(s) sees the same problem (state, time grid, guided velocity, progress) as Euler does.
+sampler runs one solver per stage (reward search, which carries many particles across stages, walks the cascade
+itself: :mod:`.search_walk`).
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def test_evaluation_settings_are_those_of_the_built_in_workflows() -> None:
     expected = sampler_inputs(parallel)  # steps, schedule, cfg, cfg_schedule, temperature, top_k, top_p
     samplers = [node for path in sorted(WORKFLOWS.glob("arpg_*.json"))
                 for node in json.loads(path.read_text())["nodes"] if node["type"] == "FlowARARPGSampler"]
-    assert len(samplers) == 5  # class-to-image; source and editor in inpainting and outpainting
+    assert len(samplers) == 6  # class-to-image, reward ranking; source and editor in inpainting and outpainting
     for node in samplers:
         widgets = dict(zip(names, node["widgets_values"]))
         assert {name: widgets[name] for name in expected} == expected

@@ -35,7 +35,8 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
     printed = capsys.readouterr().out
     assert path == tmp_path / "demo.png"
     with Image.open(path) as grid:
-        assert grid.size == demo.grid_size(rows=13, sections=4)  # 2 class rows; plain, Best-of-N, RBF; MAR 3; ARPG 5
+        assert grid.size == demo.grid_size(rows=16, sections=5)  # 2 class rows; counting and text: plain, Best-of-N,
+        # RBF each; MAR 3; ARPG 5
         pixels = torch.from_numpy(np.array(grid.convert("RGB"))).float()  # (H, W, 3)
     model, schedule = demo.pixelflow.load_model(Path(models[1]))
     image, nfe = demo.pixelflow.sample_class(model, schedule, 0, 0)  # first class, first seed
@@ -43,15 +44,17 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
     upscaled = image.repeat_interleave(demo.SCALE, 0).repeat_interleave(demo.SCALE, 1)  # (128, 128, 3)
     assert nfe == 20 and torch.equal(tile / 255, upscaled)
     assert re.search(r"class accuracy of the 24 images shown: \d+\.\d% \[", printed)
-    accuracies = re.search(r"count accuracy, 8 captions x 2 seeds .*: text -> image \(20 NFE\): .*\(\d+/16\); "
-                           r"Best-of-N \(40 NFE\): .*\(\d+/16\); RBF \(40 NFE\): .*\(\d+/16\)", printed)
-    assert accuracies, printed
-    assert "rows: class -> image seeds 0-11; class -> image seeds 12-23; text -> image 20 NFE" in printed
+    for plain in ("class -> image", "text -> image"):  # the counting search, then text-to-image
+        accuracies = re.search(rf"count accuracy, 8 captions x 2 seeds .*: {plain} \(20 NFE\): .*\(\d+/16\); "
+                               r"Best-of-N \(40 NFE\): .*\(\d+/16\); RBF \(40 NFE\): .*\(\d+/16\)", printed)
+        assert accuracies, printed
+    assert ("rows: class -> image seeds 0-11; class -> image seeds 12-23; class -> image 20 NFE; Best-of-N 40 NFE; "
+            "RBF 40 NFE; text -> image 20 NFE") in printed
     assert re.search(r"MAR class accuracy of the 12 images shown: .*\(\d+/12\)", printed)
     assert re.search(r"MAR inpainting class accuracy of the 12 images shown: .*\(\d+/12\)", printed)
     assert "; MAR class -> image 64 iterations; inpainting: world image (left kept); MAR inpainting right half new" \
         in printed
-    mar_top = demo.HEADER_HEIGHT * 3 + 5 * (demo.CELL + demo.GAP)  # third section, after 5 image rows
+    mar_top = demo.HEADER_HEIGHT * 4 + 8 * (demo.CELL + demo.GAP)  # fourth section, after 8 image rows
     world = pixels[mar_top + demo.CELL + demo.GAP:mar_top + 2 * demo.CELL + demo.GAP,
                    demo.LABEL_WIDTH:demo.LABEL_WIDTH + demo.CELL]  # inpainting row, first class
     case = demo.inpaint_cases(1)[0]
@@ -60,7 +63,7 @@ def test_demo_writes_the_grid_and_prints_accuracies(models: list[str], tmp_path:
         assert re.search(rf"{what} class accuracy of the 12 images shown: .*\(\d+/12\)", printed), what
     assert ("; ARPG parallel 16 steps; ARPG raster 64 steps; editing: world image; ARPG inpaint centre new; ARPG "
             "outpaint border new") in printed
-    arpg_top = demo.HEADER_HEIGHT * 4 + 8 * (demo.CELL + demo.GAP)  # fourth section, after 8 image rows
+    arpg_top = demo.HEADER_HEIGHT * 5 + 11 * (demo.CELL + demo.GAP)  # fifth section, after 11 image rows
     world = pixels[arpg_top + 2 * (demo.CELL + demo.GAP):arpg_top + 2 * (demo.CELL + demo.GAP) + demo.CELL,
                    demo.LABEL_WIDTH:demo.LABEL_WIDTH + demo.CELL]  # editing row, first class
     case = demo.edit_cases(1)[0]

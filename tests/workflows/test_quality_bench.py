@@ -26,6 +26,7 @@ from flowar.tooling import pixelflow_sampling
 from flowar.tooling.arpg_eval import PARALLEL, RASTER, edit_cases
 from flowar.tooling.mar_eval import inpaint_cases
 from flowar.tooling.pixelflow_eval import text_condition
+from flowar.samplers.pixelflow.search import CascadeSearchSettings
 from flowar.tooling.report import proportion, quantise, wilson, write_png
 from support.arpg import sampler_inputs
 from support.bench import run_quality
@@ -34,8 +35,8 @@ from support.micro_mar import micro_mar_models
 from support.micro_pixelflow import SCHEDULE, micro_models
 
 METHODS = ("bon", "smc", "sop", "rbf")
-MULTIPLIERS = (1, 2)
-TINY = ["--per-class", "1", "--per-caption", "1", "--captions", "2", "--multipliers", "1,2",
+MULTIPLIERS = (2,)
+TINY = ["--per-class", "1", "--per-caption", "1", "--count-seeds", "1", "--captions", "2", "--multipliers", "2",
         "--methods", ",".join(METHODS), "--workers", "1"]
 
 
@@ -56,17 +57,23 @@ def test_manifest_lists_every_sample_with_the_nfe_it_was_given(first_run: tuple[
     manifest = json.loads((out / "manifest.json").read_text())
     c2i = [entry for entry in manifest if entry["mode"] == "c2i"]
     t2i = [entry for entry in manifest if entry["mode"] == "t2i"]
-    assert len(c2i) + len(t2i) == len(manifest) == 12 + 2 * (1 + len(METHODS) * len(MULTIPLIERS))
+    count = [entry for entry in manifest if entry["mode"] == "count"]
+    rows = 1 + len(METHODS) * len(MULTIPLIERS)
+    assert len(c2i) + len(t2i) + len(count) == len(manifest) == 12 + 2 * rows + 2 * rows
     for entry in c2i:
         assert list(entry) == ["file", "family", "mode", "class_index", "method", "nfe", "seed"]
         assert (entry["family"], entry["method"], entry["nfe"]) == ("pixelflow", "plain", 20)  # 2 stages x 10
     assert [(e["class_index"], e["seed"]) for e in c2i] == [(k, k) for k in range(len(CLASS_NAMES))]
     captions = {CAPTIONS[0], CAPTIONS[24]}  # 2 of the 48, evenly spread
     budgets = {("plain", 20)} | {(method, 20 * k) for method in METHODS for k in MULTIPLIERS}
-    assert {(e["method"], e["nfe"]) for e in t2i} == budgets
+    assert {(e["method"], e["nfe"]) for e in t2i} == {(e["method"], e["nfe"]) for e in count} == budgets
     for entry in t2i:
         assert list(entry) == ["file", "family", "mode", "caption", "method", "nfe", "seed"]
         assert entry["caption"] in captions and entry["seed"] == CAPTIONS.index(entry["caption"])  # paired seeds
+    for entry in count:
+        assert list(entry) == ["file", "family", "mode", "class_index", "caption", "method", "nfe", "seed"]
+        assert entry["caption"] in captions and entry["seed"] == CAPTIONS.index(entry["caption"])
+        assert all(word in entry["caption"] for word in CLASS_NAMES[entry["class_index"]].split())
     for entry in manifest:
         with Image.open(out / entry["file"]) as image:
             assert (image.size, image.mode, image.format) == ((32, 32), "RGB", "PNG")
@@ -84,7 +91,8 @@ def test_summary_names_the_machine_and_every_row(first_run: tuple[Path, str]) ->
             assert f"| {method} | {k}x | {20 * k} | " in summary
     assert "| plain | 1x | 20 | Euler |" in summary
     assert summary.count("/12) |") == 1  # the c2i accuracy over 12 samples
-    assert summary.count("/2) |") == 1 + len(METHODS) * len(MULTIPLIERS)  # each t2i row's, over 2 samples
+    assert summary.count("/2) |") == 2 * (1 + len(METHODS) * len(MULTIPLIERS))  # each t2i and count row's
+    assert "## PixelFlow counting experiment" in summary
 
 
 @pytest.mark.slow
@@ -133,13 +141,20 @@ def test_the_seed_reproduces_a_sample_through_the_sampler_node(first_run: tuple[
     image = FlowARPixelFlowSampler().sample(c2i, seed=entry["seed"], cfg_schedule="linear", class_index=5,
                                             **defaults)[0]
     assert_png_holds(out / entry["file"], image[0])
-    entry = next(e for e in manifest if (e["method"], e["nfe"]) == ("rbf", 40))  # 10 steps + 10 finishing, as the node
+    entry = next(e for e in manifest if (e["mode"], e["method"], e["nfe"]) == ("t2i", "rbf", 40))
     caption = entry["caption"]
     reward = SimpleNamespace(score=lambda images: ShapesCountReward().score(images, caption), patchers=[])
     image = FlowARPixelFlowSampler().sample(
         t2i, seed=entry["seed"], cfg_schedule="official", class_index=0,
         conditioning=text_condition(load_t5_encoder(Path(models[5])), [caption]), reward=reward,
-        search_method="rbf", search_max_nfe=31, search_steps=10, **defaults)[0]
+        search_method="rbf", search_max_nfe=40, search_steps=10, **defaults)[0]
+    assert_png_holds(out / entry["file"], image[0])
+    entry = next(e for e in manifest if (e["mode"], e["method"], e["nfe"]) == ("count", "sop", 40))
+    caption = entry["caption"]
+    reward = SimpleNamespace(score=lambda images: ShapesCountReward().score(images, caption), patchers=[])
+    image = FlowARPixelFlowSampler().sample(c2i, seed=entry["seed"], cfg_schedule="linear",
+                                            class_index=entry["class_index"], reward=reward,
+                                            search_method="search_over_paths", search_max_nfe=40, **defaults)[0]
     assert_png_holds(out / entry["file"], image[0])
 
 
@@ -149,25 +164,12 @@ def assert_png_holds(path: Path, image: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("multiplier", (1, 4, 8))
-def test_search_settings_spend_exactly_the_budget(method: str, multiplier: int) -> None:
-    budget = 20 * multiplier - 10  # the final stage's share: the first stage takes 10 Euler calls
-    sigma_max = pixelflow_sampling.final_stage_sigma(SCHEDULE)
-    settings = pixelflow_sampling.search_settings(method, budget, sigma_max)
-    assert settings.method == pixelflow_sampling.SEARCH_METHODS[method]
-    assert pixelflow_sampling.dry_run_nfe(settings, sigma_max) == budget
-    assert pixelflow_sampling.is_search(settings, sigma_max)
-    assert (settings.max_nfe > budget) == (method == "rbf")  # RBF stops one round short of max_nfe
-
-
-def test_documented_choices_and_an_impossible_budget() -> None:
-    sigma_max = pixelflow_sampling.final_stage_sigma(SCHEDULE)
-    bon = [pixelflow_sampling.search_settings("bon", budget, sigma_max) for budget in (10, 70, 150)]
-    assert [(s.steps, s.finish_steps) for s in bon] == [(4, 4), (10, 7), (8, 10)]
-    sop = pixelflow_sampling.search_settings("sop", 150, sigma_max)
-    assert (sop.interpolant, sop.sde, sop.sop_ode_steps, sop.chains) == ("linear", False, 10, 2)
-    with pytest.raises(ValueError, match="exactly 3 NFE"):
-        pixelflow_sampling.search_settings("bon", 3, sigma_max)
+def test_search_settings_are_the_nodes_at_k_times_the_plain_nfe(method: str) -> None:
+    settings = pixelflow_sampling.search_settings(method, 4, SCHEDULE)
+    assert (settings.method, settings.max_nfe) == (pixelflow_sampling.SEARCH_METHODS[method], 80)
+    assert settings == CascadeSearchSettings(method=settings.method, max_nfe=80)  # everything else the node's default
+    assert "particles" in pixelflow_sampling.describe(settings, SCHEDULE) or "chains" in \
+        pixelflow_sampling.describe(settings, SCHEDULE) or "paths" in pixelflow_sampling.describe(settings, SCHEDULE)
 
 
 def test_counting_velocity_attributes_rows_to_their_items() -> None:
