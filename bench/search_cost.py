@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(1)
     model, schedule = load_model(__import__("pathlib").Path(args.c2i))
     captions = [CAPTIONS[k * len(CAPTIONS) // args.images] for k in range(args.images)]
-    measure(model, schedule, None, 1, captions[:1])  # warm-up
+    for method in (None, *SEARCH_METHODS):  # warm-up: the first calls at each batch size and stage cost more
+        measure(model, schedule, method, args.multiplier, captions[:1])
     plain = measure(model, schedule, None, 1, captions)
     price = {stage: plain["seconds"][stage] / plain["calls"][stage] for stage in plain["calls"]}  # s per call
     per_call = plain["total"] / sum(plain["calls"].values())

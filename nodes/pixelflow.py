@@ -312,7 +312,7 @@ class SearchProgress:
 
     def __call__(self, done: int, total: int, preview: torch.Tensor | None) -> None:
         per_image = total // len(self.traces)
-        item = min(done // per_image, len(self.traces) - 1) if done < total else len(self.traces) - 1
+        item = min(max(done - 1, 0) // per_image, len(self.traces) - 1)  # done counts NFE over the batch, from 1
         rows = self.traces[item].rows
         if rows:
             row = rows[-1]

@@ -155,7 +155,8 @@ def sample_caption(model: PixelFlowModel, encoder: T5TextEncoder, schedule: Casc
     if settings is not None:
         return sample_searched(model, schedule, condition, caption, seed, settings)
     counts = [0]
-    images = sample_cascade_images(model, schedule, condition, seed, [counted(euler_stage, counts)] * schedule.num_stages)
+    solvers = [counted(euler_stage, counts)] * schedule.num_stages
+    images = sample_cascade_images(model, schedule, condition, seed, solvers)
     return quantise(images)[0], counts[0]
 
 

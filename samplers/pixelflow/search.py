@@ -105,7 +105,7 @@ def cascade_plan(settings: CascadeSearchSettings, steps: int, first_scored: int)
 
 @dataclass
 class CascadeSearchResult:
-    """The searched images ``[B, C, size, size]`` (pixel units), with each image's reward, NFE and trace."""
+    """The searched images ``[B, C, size, size]`` (pixel units), with each image's reward and NFE spent."""
 
     pixels: Tensor
     rewards: list[float] = field(default_factory=list)
@@ -189,8 +189,8 @@ def search_cascade(
             if callback is not None:
                 callback(item * total + done, batch * total, preview)
 
-        search = CascadeWalk(velocity, item, schedule, walk, size=size, reward=reward, budget=plan.budget,
-                             twin=TwinNoise(start_noise[item:item + 1], {s: b[item:item + 1] for s, b in blocks.items()}),
+        twin = TwinNoise(start_noise[item:item + 1], {stage: b[item:item + 1] for stage, b in blocks.items()})
+        search = CascadeWalk(velocity, item, schedule, walk, size=size, reward=reward, budget=plan.budget, twin=twin,
                              entry=entry_state, noise=search_noise, diffusion_norm=settings.diffusion_norm,
                              callback=progress, trace=traces[item] if traces is not None else None)
         pixels, best = SEARCH_METHODS[plan.method](search, plan)

@@ -159,6 +159,7 @@ def test_sampler_node_searches_with_a_connected_reward_and_returns_the_trace(mod
     assert seen and all(shape[1:] == (16, 16, 3) for shape in seen)
     rows = [json.loads(line) for line in trace.splitlines()]
     assert {row["item"] for row in rows} == {0, 1} and max(row["nfe"] for row in rows) == 24
+    assert [row["phase"] for row in rows if row["item"] == 0][-1] == "select"
     assert {"stage", "step", "nfe", "best", "phase"} <= set(rows[-1])
     assert torch.equal(image, sample_with_trace(model, **node_search)[0])  # same seed, same images
     seen.clear()
@@ -167,6 +168,19 @@ def test_sampler_node_searches_with_a_connected_reward_and_returns_the_trace(mod
     assert not seen, "a budget error must come before any sampling"
     with pytest.raises(ValueError, match="solver to euler"):
         sample(model, **{**node_search, "solver": "dopri5"})
+
+
+def test_sampler_node_sends_every_trace_row_of_every_image_as_an_event(models_dir, monkeypatch) -> None:
+    sent = []
+    monkeypatch.setattr("flowar.nodes.pixelflow.send_event", lambda event, data: sent.append((event, data)))
+    model = load(write_tiny(models_dir, "tiny_c2i", C2I))
+    reward = SimpleNamespace(name="brightness", score=brightness, patchers=[])
+    _, trace = sample_with_trace(model, reward=reward, search_method="best_of_n", search_max_nfe=16, search_steps=2,
+                                 unique_id="7")
+    rows = [json.loads(line) for line in trace.splitlines()]
+    assert [event for event, _ in sent] == ["flowar.search.trace"] * len(rows)
+    assert [{"item": data["item"], **data["row"]} for _, data in sent] == rows
+    assert {data["node"] for _, data in sent} == {"7"}
 
 
 def sample_with_trace(model, **overrides) -> tuple[torch.Tensor, str]:
