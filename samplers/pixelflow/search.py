@@ -139,8 +139,13 @@ def first_scored_step(walk: Sequence[WalkStep], first_stage: int, num_stages: in
 def plan_for(settings: CascadeSearchSettings, schedule: CascadeSchedule, steps: Sequence[int], shift: float,
              entry: tuple[int, int] = (0, 0)) -> CascadePlan:
     """The plan of a search over the cascade entered at ``entry`` (raises before any model call when impossible)."""
+    return walk_and_plan(settings, schedule, steps, shift, entry)[1]
+
+
+def walk_and_plan(settings: CascadeSearchSettings, schedule: CascadeSchedule, steps: Sequence[int], shift: float,
+                  entry: tuple[int, int]) -> tuple[list[WalkStep], CascadePlan]:
     walk = walk_steps(schedule, steps, shift, entry)
-    return cascade_plan(settings, len(walk), first_scored_step(walk, settings.first_stage, schedule.num_stages))
+    return walk, cascade_plan(settings, len(walk), first_scored_step(walk, settings.first_stage, schedule.num_stages))
 
 
 def search_cascade(
@@ -172,8 +177,7 @@ def search_cascade(
     entry = (0, 0) if image is None else entry_point(schedule, steps, shift, strength)
     if entry[0] == stages:
         return CascadeSearchResult(image.float().to(device))
-    walk = walk_steps(schedule, steps, shift, entry)
-    plan = cascade_plan(settings, len(walk), first_scored_step(walk, settings.first_stage, stages))
+    walk, plan = walk_and_plan(settings, schedule, steps, shift, entry)
     resolution = stage_resolution(size, entry[0], stages)
     start_noise = noise.gaussian((batch, channels, resolution, resolution)).to(device)
     blocks = {}  # drawn in the plain sampler's order, after the start noise

@@ -158,8 +158,8 @@ def _rbf_step(walk: CascadeWalk, x: Tensor, velocity: Tensor, best: Tensor, inde
         used[rows] += 1
         better = rewards > top[rows]
         top[rows[better]] = rewards[better]
-        chosen_x[on_device[better.to(x.device)]] = proposals[better.to(x.device)]
-        chosen_velocity[on_device[better.to(x.device)]] = new_velocity[better.to(x.device)]
+        taken = better.to(x.device)
+        chosen_x[on_device[taken]], chosen_velocity[on_device[taken]] = proposals[taken], new_velocity[taken]
         rollover = (rewards > best[rows]) & (index < last - 1)
         rolled[rows[rollover]] = True
         best[rows[rollover]] = rewards[rollover]

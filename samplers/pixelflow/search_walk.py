@@ -34,7 +34,7 @@ from ..flow_search.core import RewardFn, checked_rewards
 from ..flow_search.interpolants import linear_coefficients
 from ..flow_search.sde import DEFAULT_DIFFUSION, diffusion_coefficient, euler_maruyama, sde_drift
 from ..pixels import pixels_to_image
-from .cascade import enter_stage, noised_entry
+from .cascade import enter_stage, noised_entry, stage_resolution
 from .schedule import CascadeSchedule
 
 
@@ -152,8 +152,8 @@ class CascadeWalk:
         """Clean images ``[N, C, size, size]`` in pixel units noised back to step ``index``'s start with fresh noise:
         the training state there (as image-to-image enters the cascade)."""
         step = self.steps[index]
-        resolution = self.size // 2 ** (self.schedule.num_stages - 1 - step.stage)
-        noise = self.noise.gaussian((images.shape[0], images.shape[1], resolution, resolution)).to(images.device)
+        side = stage_resolution(self.size, step.stage, self.schedule.num_stages)
+        noise = self.noise.gaussian((images.shape[0], images.shape[1], side, side)).to(images.device)
         return noised_entry(images, self.schedule, step.stage, step.t, noise)
 
     def run(self, x: Tensor, first: int, stop: int, *, stochastic: bool = False) -> Tensor:

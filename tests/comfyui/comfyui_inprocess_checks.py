@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +57,19 @@ def check(name: str, condition: bool, detail: object = "") -> None:
     print(("ok   " if condition else "FAIL ") + name + (f": {detail}" if detail and not condition else ""))
     if not condition:
         sys.exit(1)
+
+
+def check_interrupted(name: str, run: Callable[[], object]) -> None:
+    """``run`` with ComfyUI's interrupt flag set must raise its InterruptProcessingException (the flag is cleared
+    afterwards, whatever happens)."""
+    mm.interrupt_current_processing(True)
+    try:
+        run()
+        check(name, False)
+    except mm.InterruptProcessingException:
+        check(name, True)
+    finally:
+        mm.interrupt_current_processing(False)
 
 
 def main() -> None:
@@ -106,14 +120,7 @@ def main() -> None:
 
     progress = runtime.Progress(4, node_id="7")
     progress(1, 4, torch.rand(1, 16, 16, 3))
-    mm.interrupt_current_processing(True)
-    try:
-        progress(2, 4)
-        check("interrupt honoured", False)
-    except mm.InterruptProcessingException:
-        check("interrupt honoured", True)
-    finally:
-        mm.interrupt_current_processing(False)
+    check_interrupted("interrupt honoured", lambda: progress(2, 4))
     check_pixelflow_nodes(pack)
     check_flan_t5_with_comfy_tokenizer(pack)
     check_mar_nodes(pack)
@@ -156,14 +163,7 @@ def check_pixelflow_nodes(pack) -> None:
         check("loaded through model_management",
               any(m.model is handle.patcher for m in mm.current_loaded_models))
         check("same seed, same image", torch.equal(image, sampler.sample(handle, **settings)[0]))
-        mm.interrupt_current_processing(True)
-        try:
-            sampler.sample(handle, **settings)
-            check("PixelFlow sampler honours interrupts", False)
-        except mm.InterruptProcessingException:
-            check("PixelFlow sampler honours interrupts", True)
-        finally:
-            mm.interrupt_current_processing(False)
+        check_interrupted("PixelFlow sampler honours interrupts", lambda: sampler.sample(handle, **settings))
 
 
 def check_flan_t5_with_comfy_tokenizer(pack) -> None:
@@ -228,14 +228,8 @@ def check_mar_nodes(pack) -> None:
               <= {id(m.model) for m in mm.current_loaded_models})
         decoded = nodes["FlowARMARVAEDecode"]().decode(vae_handle, latent)[0]
         check("MAR VAE decode matches the sampler's image", torch.allclose(decoded, image, atol=1e-5))
-        mm.interrupt_current_processing(True)
-        try:
-            nodes["FlowARMARSampler"]().sample(handle, vae_handle, **settings)
-            check("MAR sampler honours interrupts", False)
-        except mm.InterruptProcessingException:
-            check("MAR sampler honours interrupts", True)
-        finally:
-            mm.interrupt_current_processing(False)
+        check_interrupted("MAR sampler honours interrupts",
+                          lambda: nodes["FlowARMARSampler"]().sample(handle, vae_handle, **settings))
 
 
 def check_arpg_nodes(pack) -> None:
@@ -289,14 +283,9 @@ def check_arpg_nodes(pack) -> None:
               torch.equal(edited.tokens[:, encoded.known], encoded.tokens.expand(2, -1, -1)[:, encoded.known]))
         caches, factory = [], handle.patcher.model.new_kv_cache
         handle.patcher.model.new_kv_cache = lambda *a, **k: caches.append(factory(*a, **k)) or caches[-1]
-        mm.interrupt_current_processing(True)
         try:
-            sampler.sample(handle, vq_handle, **settings)
-            check("ARPG sampler honours interrupts", False)
-        except mm.InterruptProcessingException:
-            check("ARPG sampler honours interrupts", True)
+            check_interrupted("ARPG sampler honours interrupts", lambda: sampler.sample(handle, vq_handle, **settings))
         finally:
-            mm.interrupt_current_processing(False)
             del handle.patcher.model.new_kv_cache
         check("interrupted ARPG run released its KV cache", len(caches) == 1 and not caches[0].allocated, caches)
 
